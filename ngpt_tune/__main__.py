@@ -1,0 +1,234 @@
+"""Command line: ``python -m ngpt_tune COMMAND ...`` (or ``ngpt-tune COMMAND``).
+
+Each sub-command is one function below; ``COMMANDS`` maps names to them. Errors in the user's
+input print one line and exit with status 2; nothing is started before the input is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ngpt_tune.errors import ConfigError, NgptTuneError
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a campaign spec as a Ray Tune experiment."""
+    from ngpt_tune.runner import RunOptions, build_spec, run_campaign
+
+    overrides = parse_sets(args.set)
+    spec = build_spec(args.spec, smoke=args.smoke, num_samples=args.num_samples,
+                      overrides=overrides)
+    rebuild = {"yaml": Path(args.spec).read_text(), "smoke": args.smoke,
+               "num_samples": args.num_samples, "overrides": overrides}
+    options = RunOptions(storage=args.storage, name=args.name, address=args.address,
+                         dashboard=args.dashboard, dashboard_host=args.dashboard_host)
+    run_campaign(spec, options, argv=sys.argv[1:], rebuild=rebuild)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a stopped or killed campaign from its experiment folder."""
+    from ngpt_tune.runner import RunOptions, resume_campaign
+
+    if "://" not in args.experiment and not Path(args.experiment).is_dir():
+        raise NgptTuneError(f"{args.experiment}: no such experiment folder")
+    resume_campaign(args.experiment, RunOptions(address=args.address))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a spec; print the resolved search space and the trial count. Starts nothing."""
+    from ngpt_tune.runner import build_spec
+
+    spec = build_spec(args.spec, smoke=args.smoke, num_samples=args.num_samples,
+                      overrides=parse_sets(args.set))
+    base = spec.base_config
+    print(f"{spec.name}: {spec.description.splitlines()[0] if spec.description else ''}")
+    print(f"  model   {base.model.arch} {base.model.n_layer}x{base.model.n_embd} "
+          f"(n_head {base.model.n_head}, block {base.model.block_size}), "
+          f"batch {base.data.batch_size}, {base.train.steps} steps, data {base.data.dir}")
+    print(f"  metric  {spec.metric} ({spec.mode})")
+    print(f"  search  ({spec.searcher.name}, seed {spec.searcher.seed})")
+    for p in spec.params:
+        print(f"    {p.key}: {p.describe()}")
+    if spec.variants:
+        print("  variants")
+        for name, overrides in spec.variants.items():
+            shown = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
+            print(f"    {name}: {shown}")
+    scheduler = spec.scheduler.name
+    if scheduler == "asha":
+        grace, max_t = spec.asha_budgets()
+        scheduler += (f" ({spec.scheduler.time_attr}: grace {grace:g}, max {max_t:g}, "
+                      f"reduction {spec.scheduler.reduction_factor:g})")
+    print(f"  scheduler {scheduler}")
+    print(f"  trials  {spec.trial_count()} ({spec.num_samples} samples x {spec.repeats} "
+          f"seed(s){', grid' if spec.searcher.name == 'grid' else ''})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one configuration without Ray, printing the validation loss as it goes."""
+    from ngpt_tune.config import Config
+    from ngpt_tune.train import fit
+
+    config = Config.from_yaml(args.config) if args.config else Config()
+    if args.set:
+        try:
+            config = config.override(parse_sets(args.set))
+        except ConfigError as err:
+            raise ConfigError(err.detail, key=err.key, source="--set") from None
+    m, d = config.model, config.data
+    print(f"training {m.arch} {m.n_layer}x{m.n_embd} on {d.dir} for {config.train.steps} "
+          f"steps of {config.tokens_per_step} tokens", flush=True)
+    checkpoint_dir = Path(args.checkpoint_dir).resolve() if args.checkpoint_dir else None
+
+    def report(metrics: dict[str, Any], save: Callable[[Path], None] | None) -> None:
+        print(f"step {metrics['step']:>6}  train {metrics['train_loss']:.4f}  "
+              f"val {metrics['val_loss']:.4f}  lr {metrics['lr']:.2e}  "
+              f"{metrics['tokens_per_s']:,.0f} tok/s", flush=True)
+        if save is not None and checkpoint_dir is not None:
+            save(checkpoint_dir)
+
+    resume = checkpoint_dir if checkpoint_dir and (checkpoint_dir / "state.pt").exists() else None
+    result = fit(config, report=report, resume_from=resume,
+                 checkpoint_every=config.train.eval_every if checkpoint_dir else 0)
+    if result.diverged:
+        print("diverged: the loss became non-finite", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Rank the trials of an experiment; write summary.json, Parquet tables and plots."""
+    import json
+
+    from analysis import format_ranking, write_outputs
+
+    summary_path = write_outputs(args.experiment)
+    print(format_ranking(json.loads(Path(summary_path).read_text())))
+    print(f"\nwrote {summary_path} and the tables and plots beside it")
+    return 0
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    """Tokenise .txt / .jsonl / .parquet files into GPT-2 token shards."""
+    from ngpt_tune.prepare import prepare_data
+
+    summary = prepare_data([Path(p) for p in args.inputs], Path(args.out),
+                           val_fraction=args.val_fraction, shard_tokens=args.shard_tokens)
+    print(summary)
+    return 0
+
+
+def cmd_download_fineweb(args: argparse.Namespace) -> int:
+    """Fetch modded-nanogpt's pre-tokenised FineWeb10B shards from the Hugging Face hub."""
+    from ngpt_tune.download import download_fineweb
+
+    paths = download_fineweb(args.shards, Path(args.out))
+    print(f"{len(paths)} shards in {Path(args.out).resolve()}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "validate": cmd_validate,
+    "train": cmd_train,
+    "analyze": cmd_analyze,
+    "prepare-data": cmd_prepare_data,
+    "download-fineweb": cmd_download_fineweb,
+}
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["model.alpha=0.2", "train.steps=100"]`` -> ``{"model.alpha": 0.2, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}", source="--set")
+        parsed = yaml.safe_load(value) if value else ""
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ConfigError(f"must be finite, got {value}", key=key, source="--set")
+        out[key.strip()] = parsed
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ngpt-tune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def spec_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", help="campaign spec (search_spaces/*.yaml)")
+        p.add_argument("--smoke", action="store_true",
+                       help="shrink to a CPU-sized run: tiny model, built-in corpus, <= 4 trials")
+        p.add_argument("--num-samples", type=int, help="override num_samples")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a base config key, e.g. --set optim.lr=3e-4")
+
+    run = sub.add_parser("run", help=cmd_run.__doc__)
+    spec_args(run)
+    run.add_argument("--name", help="experiment name (default: SPEC_NAME-DATE-TIME)")
+    run.add_argument("--storage", help="results folder or URI (default ./ngpt_results, "
+                     "or $NGPT_TUNE_STORAGE)")
+    run.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, "
+                     "else a local Ray instance)")
+    run.add_argument("--dashboard", action="store_true",
+                     help="start the local Ray instance with its dashboard")
+    run.add_argument("--dashboard-host", default="127.0.0.1",
+                     help="interface the dashboard binds to (default 127.0.0.1; see README "
+                     "before exposing it)")
+
+    resume = sub.add_parser("resume", help=cmd_resume.__doc__)
+    resume.add_argument("experiment", help="the experiment folder printed by `run`")
+    resume.add_argument("--address", help="an existing Ray cluster")
+
+    validate = sub.add_parser("validate", help=cmd_validate.__doc__)
+    spec_args(validate)
+
+    train = sub.add_parser("train", help=cmd_train.__doc__)
+    train.add_argument("config", nargs="?", help="a config YAML (model/optim/data/train "
+                       "sections); default: the built-in tiny config")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    train.add_argument("--checkpoint-dir", help="save here at every evaluation; resume from "
+                       "it when it holds a checkpoint")
+
+    analyze = sub.add_parser("analyze", help=cmd_analyze.__doc__)
+    analyze.add_argument("experiment", help="experiment folder or URI")
+
+    prep = sub.add_parser("prepare-data", help=cmd_prepare_data.__doc__)
+    prep.add_argument("inputs", nargs="+", help=".txt, .jsonl or .parquet files")
+    prep.add_argument("--out", required=True, help="output folder for the shards")
+    prep.add_argument("--val-fraction", type=float, default=0.01)
+    prep.add_argument("--shard-tokens", type=int, default=100_000_000)
+
+    dl = sub.add_parser("download-fineweb", help=cmd_download_fineweb.__doc__)
+    dl.add_argument("--shards", type=int, default=2, help="training shards (100M tokens each)")
+    dl.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        return COMMANDS[args.command](args)
+    except NgptTuneError as err:
+        print(f"ngpt-tune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ngpt-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

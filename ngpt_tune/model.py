@@ -1,0 +1,299 @@
+"""nGPT (the normalized Transformer, Loshchilov et al. 2024, arXiv 2410.01131) and a GPT baseline.
+
+Read top to bottom: shared pieces (rotary embedding, learned scales), the nGPT block, the GPT
+block, then the two models. Shapes: B batch, T time, C = n_embd, H heads, D = C / H.
+
+nGPT keeps every embedding row and every weight matrix on the unit sphere along the d_model
+axis (``project_weights``, called by the training loop after optimiser steps) and moves the
+hidden state along the sphere: ``h <- Norm(h + alpha * (Norm(block(h)) - h))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ngpt_tune.config import ModelConfig
+
+VOCAB_MULTIPLE = 64  # embedding rows padded to a multiple of 64 for fast matmuls
+
+
+def unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Project onto the unit sphere along ``dim``."""
+    return F.normalize(x, dim=dim, eps=1e-6)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE), applied to (B, T, H, D) queries and keys."""
+
+    def __init__(self, head_dim: int, block_size: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, D/2)
+        self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
+        self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(1)
+        cos, sin = self.cos[:, :T].to(x.dtype), self.sin[:, :T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class Scale(nn.Module):
+    """A learned scale stored as ``s * init/stored_init`` (the paper's init/scale trick).
+
+    The parameter starts at ``stored_init`` while the effective value starts at ``init``; a
+    small ``stored_init`` gives the scale a larger effective learning rate under Adam.
+    """
+
+    def __init__(self, size: int, *, init: float, stored_init: float, learned: bool = True):
+        super().__init__()
+        value = torch.full((size,), float(stored_init))
+        if learned:
+            self.s = nn.Parameter(value)
+        else:
+            self.register_buffer("s", value, persistent=False)
+        self.factor = init / stored_init
+
+    def forward(self) -> torch.Tensor:
+        return self.s * self.factor
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention with RoPE; nGPT normalises q, k and scales them by s_qk."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary, *, normalized: bool):
+        super().__init__()
+        C = cfg.n_embd
+        self.n_head, self.head_dim, self.normalized = cfg.n_head, cfg.head_dim, normalized
+        self.qkv = nn.Linear(C, 3 * C, bias=False)  # rows are q, k, v weights along d_model
+        self.proj = nn.Linear(C, C, bias=False)
+        self.rotary = rotary
+        if normalized:
+            # s_qk per head dimension, effective init 1, stored at 1/sqrt(C); softmax scale
+            # sqrt(D) because q.k of unit vectors is a cosine in [-1, 1].
+            self.s_qk = Scale(C, init=1.0, stored_init=C**-0.5, learned=cfg.learned_qk_scale)
+            self.softmax_scale = math.sqrt(self.head_dim)
+        else:
+            self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)  # (B,T,H,D)
+        q, k = self.rotary(q), self.rotary(k)
+        if self.normalized:
+            s_qk = self.s_qk().view(1, 1, self.n_head, self.head_dim)
+            q, k = unit(q) * s_qk, unit(k) * s_qk
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            is_causal=True, scale=self.softmax_scale,
+        )  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    """``proj(u * silu(v))``; nGPT scales u by s_u and v by s_v * sqrt(C)."""
+
+    def __init__(self, cfg: ModelConfig, *, normalized: bool):
+        super().__init__()
+        C, hidden = cfg.n_embd, cfg.mlp_hidden
+        self.fc = nn.Linear(C, 2 * hidden, bias=False)  # rows: u then v, along d_model
+        self.proj = nn.Linear(hidden, C, bias=False)
+        self.normalized = normalized
+        if normalized:
+            learned = cfg.learned_mlp_scale
+            self.s_u = Scale(hidden, init=1.0, stored_init=1.0, learned=learned)
+            self.s_v = Scale(hidden, init=1.0, stored_init=1.0, learned=learned)
+            self.v_factor = math.sqrt(C)  # keeps silu's input in its non-linear range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, v = self.fc(x).chunk(2, dim=-1)
+        if self.normalized:
+            u, v = u * self.s_u(), v * (self.s_v() * self.v_factor)
+        return self.proj(u * F.silu(v))
+
+
+class ResidualStep(nn.Module):
+    """nGPT's hidden-state update for one branch: ``Norm(h + a * (Norm(out) - h))``.
+
+    ``a`` is the learned eigen learning rate (per channel or one scalar), optionally times
+    ``sigmoid(g)``, the seeds' residual gate. ``gate`` may be shared with the other branch.
+    """
+
+    def __init__(self, cfg: ModelConfig, gate: nn.Parameter | None):
+        super().__init__()
+        size = cfg.n_embd if cfg.alpha_mode == "vector" else 1
+        self.alpha = Scale(size, init=cfg.alpha, stored_init=cfg.n_embd**-0.5)
+        self.gate = gate
+
+    def forward(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        a = self.alpha().abs()
+        if self.gate is not None:
+            a = a * torch.sigmoid(self.gate)
+        return unit(h + a * (unit(out) - h))  # h is already unit-norm
+
+
+def _gate(cfg: ModelConfig) -> nn.Parameter:
+    size = cfg.n_embd if cfg.gate_mode == "channel" else 1
+    return nn.Parameter(torch.full((size,), float(cfg.gate_init)))
+
+
+class NormalizedBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: Rotary):
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg, rotary, normalized=True)
+        self.mlp = SwiGLU(cfg, normalized=True)
+        attn_gate = mlp_gate = None
+        if cfg.gated_residuals:
+            attn_gate = _gate(cfg)
+            mlp_gate = attn_gate if cfg.shared_gates else _gate(cfg)
+        self.attn_step = ResidualStep(cfg, attn_gate)
+        self.mlp_step = ResidualStep(cfg, mlp_gate)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.attn_step(h, self.attn(h))
+        return self.mlp_step(h, self.mlp(h))
+
+
+class PreNormBlock(nn.Module):
+    """The standard GPT block: ``x + attn(rms(x))``, ``x + mlp(rms(x))``."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg, rotary, normalized=False)
+        self.mlp_norm = nn.RMSNorm(cfg.n_embd)
+        self.mlp = SwiGLU(cfg, normalized=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LanguageModel(nn.Module):
+    """Embedding, a stack of blocks, head; ``forward(idx, targets)`` -> (logits, loss)."""
+
+    normalized = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.padded_vocab = -(-cfg.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+        self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.rotary = Rotary(cfg.head_dim, cfg.block_size, cfg.rope_base)
+
+    def head_weight(self) -> torch.Tensor:
+        """The output embedding without its padding rows (a view, no copy)."""
+        return self.lm_head.weight[: self.cfg.vocab_size]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.wte(idx)  # (B, T, C)
+        for block in self.blocks:
+            h = block(h)
+        logits = self.logits(h).float()  # (B, T, V): padded ids are never scored
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def num_params(self) -> int:
+        """Trainable parameters, without the embedding rows added by vocabulary padding."""
+        total = sum(p.numel() for p in self.parameters())
+        pad = self.padded_vocab - self.cfg.vocab_size
+        matrices = 1 if self.cfg.tie_embeddings else 2
+        return total - matrices * pad * self.cfg.n_embd
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by optimiser treatment: ``matrix`` (hidden 2-D weights), ``embed``
+        (embedding and head) and ``vector`` (scales, gates, alphas, norms)."""
+        embed_ids = {id(self.wte.weight), id(self.lm_head.weight)}
+        groups: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "vector": []}
+        seen: set[int] = set()
+        for p in self.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            kind = "embed" if id(p) in embed_ids else "matrix" if p.ndim == 2 else "vector"
+            groups[kind].append(p)
+        return groups
+
+    @torch.no_grad()
+    def project_weights(self) -> None:
+        """Put weights back on the unit sphere (a no-op for the GPT baseline)."""
+
+
+class NGPT(LanguageModel):
+    normalized = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.blocks = nn.ModuleList(NormalizedBlock(cfg, self.rotary) for _ in range(cfg.n_layer))
+        if cfg.logit_scale == "learned":
+            # s_z per token, effective init 1, stored at 1/sqrt(C)
+            self.s_z = Scale(self.padded_vocab, init=1.0, stored_init=cfg.n_embd**-0.5)
+        else:
+            self.fixed_logit_scale = float(cfg.logit_scale)
+        for p in self.parameters():
+            if p.ndim == 2:
+                nn.init.normal_(p, std=cfg.n_embd**-0.5)
+        self._sphere = self._sphere_groups()
+        self.project_weights()
+
+    def _sphere_groups(self) -> dict[int, list[nn.Parameter]]:
+        """Matrices by the weight axis that is d_model: 1 for rows (wte, lm_head, qkv, fc),
+        0 for columns (the two output projections, which write into d_model)."""
+        rows = [self.wte.weight, self.lm_head.weight]
+        cols = []
+        for block in self.blocks:
+            rows += [block.attn.qkv.weight, block.mlp.fc.weight]
+            cols += [block.attn.proj.weight, block.mlp.proj.weight]
+        unique_rows = list({id(p): p for p in rows}.values())  # tied embeddings appear once
+        return {1: unique_rows, 0: cols}
+
+    @torch.no_grad()
+    def project_weights(self) -> None:
+        for dim, params in self._sphere.items():
+            norms = [torch.linalg.vector_norm(p, dim=dim, keepdim=True) for p in params]
+            torch._foreach_clamp_min_(norms, 1e-6)
+            torch._foreach_div_(params, norms)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        # cosine logits (rows of lm_head and h are unit vectors) times s_z; the scale is
+        # folded into the (V, C) weight or the (B, T, C) input, never the (B, T, V) logits
+        weight = self.head_weight()
+        if self.cfg.logit_scale == "learned":
+            return F.linear(h, weight * self.s_z()[: self.cfg.vocab_size, None])
+        return F.linear(h * self.fixed_logit_scale, weight)
+
+
+class GPT(LanguageModel):
+    """Plain pre-norm GPT (RMSNorm, RoPE, SwiGLU, untied): the residual stream is NOT
+    normalised (NVIDIA's first nGPT baseline did that by mistake)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.blocks = nn.ModuleList(PreNormBlock(cfg, self.rotary) for _ in range(cfg.n_layer))
+        self.final_norm = nn.RMSNorm(cfg.n_embd)
+        for name, p in self.named_parameters():
+            if p.ndim == 2:
+                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, std=std)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.final_norm(h), self.head_weight())
+
+
+def build_model(cfg: ModelConfig) -> LanguageModel:
+    return NGPT(cfg) if cfg.arch == "ngpt" else GPT(cfg)

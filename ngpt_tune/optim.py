@@ -1,0 +1,112 @@
+"""Optimisers (AdamW, Adam, Muon + AdamW) with two learning rates, and the lr schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ngpt_tune.config import OptimConfig
+
+# Coefficients of the quintic Newton-Schulz iteration tuned in modded-nanogpt: they push all
+# singular values of the normalised matrix towards ~1 in five steps.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """Approximate the nearest semi-orthogonal matrix ``U V^T`` of ``g = U S V^T``."""
+    a, b, c = NS_COEFFS
+    x = g.bfloat16() if g.is_cuda else g.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    if tall:
+        x = x.T
+    return x.to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """MomentUm Orthogonalized by Newton-Schulz, for hidden 2-D weight matrices (one device).
+
+    Each step: Nesterov momentum on the gradient, orthogonalise the update by ``ns_steps``
+    quintic Newton-Schulz iterations, scale by ``sqrt(max(1, rows/cols))``, apply with ``lr``.
+    """
+
+    def __init__(self, params, *, lr: float = 0.02, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5, weight_decay: float = 0.0):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.ndim != 2:
+                    raise ValueError("Muon only optimises 2-D matrices")
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = orthogonalize(g, group["ns_steps"])
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """Optimisers for ``model.param_groups()``; every param group records its peak ``base_lr``.
+
+    AdamW/Adam: matrices and embeddings at ``lr`` (with weight decay), vectors at
+    ``lr * lr_other_scale`` (no decay). Muon: hidden matrices under Muon at ``muon_lr``, the
+    rest under AdamW as above.
+    """
+    groups = model.param_groups()
+    on_cuda = next(model.parameters()).is_cuda
+    lr_other = cfg.lr * cfg.lr_other_scale
+    adam_groups = [
+        {"params": groups["embed"], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": groups["vector"], "lr": lr_other, "weight_decay": 0.0},
+    ]
+    optimizers: list[torch.optim.Optimizer] = []
+    if cfg.name == "muon":
+        optimizers.append(Muon(groups["matrix"], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                               ns_steps=cfg.ns_steps, weight_decay=cfg.weight_decay))
+    else:
+        adam_groups.insert(0, {"params": groups["matrix"], "lr": cfg.lr,
+                               "weight_decay": cfg.weight_decay})
+    adam_cls = torch.optim.AdamW if cfg.name in ("adamw", "muon") else torch.optim.Adam
+    adam_groups = [g for g in adam_groups if g["params"]]
+    optimizers.append(adam_cls(adam_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                               fused=on_cuda or None))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return optimizers
+
+
+def lr_multiplier(step: int, total: int, cfg: OptimConfig) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine/linear decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant" or total <= cfg.warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], multiplier: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * multiplier

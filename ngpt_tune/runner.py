@@ -1,0 +1,264 @@
+"""Run and resume a campaign as a Ray Tune experiment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ngpt_tune.errors import ConfigError, NgptTuneError
+from ngpt_tune.provenance import provenance
+from ngpt_tune.spec import CampaignSpec, parse_spec
+
+CAMPAIGN_FILE = "campaign.json"
+DEFAULT_STORAGE = "ngpt_results"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, as opposed to what (the spec)."""
+
+    storage: str | None = None  # local folder or a URI pyarrow understands (s3://, gs://)
+    name: str | None = None
+    address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001", ...)
+    dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    verbose: int = 1
+
+
+def build_spec(path: str, *, smoke: bool = False, num_samples: int | None = None,
+               overrides: dict[str, Any] | None = None) -> CampaignSpec:
+    """The spec as the CLI means it: the file, ``--set`` overrides, ``--num-samples``, ``--smoke``.
+
+    The same function rebuilds the spec on ``resume`` from what ``campaign.json`` recorded.
+    """
+    from ngpt_tune.spec import load_spec
+
+    spec = load_spec(path)
+    return _adjust(spec, smoke=smoke, num_samples=num_samples, overrides=overrides or {})
+
+
+def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
+            overrides: dict[str, Any]) -> CampaignSpec:
+    import dataclasses
+
+    if overrides:
+        try:
+            spec = spec.with_overrides(overrides)
+        except ConfigError as err:
+            raise ConfigError(err.detail, key=err.key, source="--set") from None
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ConfigError("must be >= 1", key="--num-samples")
+        spec = dataclasses.replace(spec, num_samples=num_samples)
+    return spec.smoke_version() if smoke else spec
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage and not storage.startswith("file://")
+
+
+def resolve_storage(storage: str | None) -> str:
+    storage = storage or os.environ.get("NGPT_TUNE_STORAGE") or DEFAULT_STORAGE
+    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def write_text(storage_dir: str, relative: str, text: str) -> None:
+    """Write a small file under a local folder or a URI (via pyarrow's filesystems)."""
+    if not is_uri(storage_dir):
+        path = Path(storage_dir) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_dir)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{relative}") as out:
+        out.write(text.encode())
+
+
+def campaign_record(spec: CampaignSpec, *, argv: list[str], rebuild: dict[str, Any]) -> dict:
+    grace_max = spec.asha_budgets() if spec.scheduler.name == "asha" else None
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "spec_path": spec.source,
+        "spec": spec.to_dict(),
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "search_keys": spec.search_keys,
+        "seed_key": "train.seed",
+        "compare": None if spec.compare is None else {"by": spec.compare.by,
+                                                      "baseline": spec.compare.baseline},
+        "time_attr": spec.scheduler.time_attr,
+        "asha_budgets": grace_max,
+        "max_steps": spec.max_steps(),
+        "trial_count": spec.trial_count(),
+        "smoke": spec.smoke,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(),
+        "command": " ".join(["python -m ngpt_tune", *argv]),
+        "rebuild": rebuild,
+    }
+
+
+def init_ray(options: RunOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": options.dashboard, "log_to_driver": True}
+    if options.dashboard and not address:
+        kwargs["dashboard_host"] = options.dashboard_host
+    context = ray.init(address=address, **kwargs)
+    if options.dashboard:
+        url = context.dashboard_url
+        print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not available "
+              "(install ray[default])", flush=True)
+
+
+def _gpus_per_trial(spec: CampaignSpec) -> float:
+    import ray
+
+    if spec.resources.gpus_per_trial != "auto":
+        return float(spec.resources.gpus_per_trial)
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = False):
+    """The Tuner for ``spec`` (or, with ``restore``, the one saved at ``storage/name``)."""
+    from ray import tune
+
+    from ngpt_tune.search import SCHEDULERS, SEARCHERS, param_space, tune_num_samples
+    from trainables.ngpt import train_ngpt
+
+    gpus = _gpus_per_trial(spec)
+    cpus = spec.resources.cpus_per_trial
+    threads = 0 if gpus else max(1, int(cpus))  # CPU trials: torch threads = the CPU share
+    trainable = tune.with_resources(
+        tune.with_parameters(train_ngpt, spec=spec, threads=threads), {"cpu": cpus, "gpu": gpus}
+    )
+    if restore:
+        path = storage.rstrip("/") + "/" + name if is_uri(storage) else str(Path(storage) / name)
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=True)
+    metric_columns = {"step": "step", spec.metric: spec.metric, "tokens_per_s": "tokens/s"}
+    reporter = tune.CLIReporter(metric_columns=metric_columns,
+                                parameter_columns=spec.search_keys[:6],
+                                max_report_frequency=15, sort_by_metric=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode,
+            search_alg=SEARCHERS[spec.searcher.name](spec),
+            scheduler=SCHEDULERS[spec.scheduler.name](spec),
+            num_samples=tune_num_samples(spec),
+            max_concurrent_trials=spec.max_concurrent_trials or None,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=spec.checkpoint.keep, checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            progress_reporter=reporter,
+            verbose=1,
+        ),
+    )
+
+
+def run_campaign(spec: CampaignSpec, options: RunOptions, *, argv: list[str],
+                 rebuild: dict[str, Any]) -> str:
+    """Run ``spec``; returns the experiment folder (path or URI)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table: our columns
+    storage = resolve_storage(options.storage)
+    name = options.name or f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    experiment = _join(storage, name)
+    print(f"ngpt-tune: campaign '{spec.name}', {spec.trial_count()} trials, results in "
+          f"{experiment}", flush=True)
+    init_ray(options)
+    record = campaign_record(spec, argv=argv, rebuild=rebuild)
+    write_text(experiment, CAMPAIGN_FILE, json.dumps(record, indent=2, default=str))
+    tuner = build_tuner(spec, storage=storage, name=name)
+    results = tuner.fit()
+    return _finish(experiment, results)
+
+
+def resume_campaign(experiment: str, options: RunOptions) -> str:
+    """Continue a stopped or killed campaign from its folder."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    experiment = experiment if is_uri(experiment) else str(Path(experiment).resolve())
+    record = read_campaign(experiment)
+    rebuild = record["rebuild"]
+    spec = parse_spec(yaml.safe_load(rebuild["yaml"]), source=record.get("spec_path"))
+    spec = _adjust(spec, smoke=rebuild["smoke"], num_samples=rebuild["num_samples"],
+                   overrides=rebuild["overrides"])
+    storage, _, name = experiment.rstrip("/").rpartition("/")
+    init_ray(options)
+    print(f"ngpt-tune: resuming '{spec.name}' from {experiment}", flush=True)
+    tuner = build_tuner(spec, storage=storage, name=name, restore=True)
+    return _finish(experiment, tuner.fit())
+
+
+def read_campaign(experiment: str) -> dict[str, Any]:
+    from ray import tune
+
+    if not is_uri(experiment):
+        path = Path(experiment) / CAMPAIGN_FILE
+        if not path.is_file():
+            raise NgptTuneError(f"{experiment}: not an ngpt-tune experiment folder "
+                                f"({CAMPAIGN_FILE} is missing)")
+        if not tune.Tuner.can_restore(experiment):
+            raise NgptTuneError(f"{experiment}: Ray Tune saved no state here yet; run it again")
+        return json.loads(path.read_text())
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment)
+    with fs.open_input_stream(f"{root}/{CAMPAIGN_FILE}") as stream:
+        return json.loads(stream.read().decode())
+
+
+def _join(storage: str, name: str) -> str:
+    return storage.rstrip("/") + "/" + name if is_uri(storage) else str(Path(storage) / name)
+
+
+def _finish(experiment: str, results: Any) -> str:
+    unfinished = [r for r in results if r.metrics.get("done") is False] if results else []
+    from analysis import format_ranking, write_outputs
+
+    try:
+        summary_path = write_outputs(experiment)
+        summary = json.loads(Path(summary_path).read_text())
+        print(format_ranking(summary))
+        print(f"\nsummary: {summary_path}")
+        best = summary.get("best")
+        if best:
+            print(f"best trial: {best.get('trial_id')}  {best.get('metric', 'val_loss')}="
+                  f"{best.get('value')}")
+            if best.get("command"):
+                print(f"re-run it alone: {best['command']}")
+    except Exception as err:  # the experiment itself is saved; analysis can be re-run
+        print(f"ngpt-tune: analysis failed ({type(err).__name__}: {err}); re-run with "
+              f"`python -m ngpt_tune analyze {experiment}`", file=sys.stderr)
+    if unfinished or results.errors:
+        print(f"resume with: python -m ngpt_tune resume {experiment}")
+    print(f"results: {experiment}")
+    return experiment

@@ -1,0 +1,235 @@
+"""The training loop: plain PyTorch, no Ray. ``fit(config, report=callback)``.
+
+Every ``eval_every`` steps (and at the last step) the loop evaluates on a fixed validation
+set and calls ``report(metrics, save)``: ``metrics`` is a dict with the keys in
+:data:`METRIC_KEYS`; ``save`` is ``None``, or, when a checkpoint is due, a function that writes
+the full training state into a folder (see :func:`fit`'s ``resume_from``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ngpt_tune.config import Config
+from ngpt_tune.data import TokenLoader, resolve_shards, val_batches
+from ngpt_tune.model import LanguageModel, build_model
+from ngpt_tune.optim import build_optimizers, lr_multiplier, set_lr
+
+METRIC_KEYS = (
+    "step", "tokens_seen", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s",
+    "projections", "max_steps", "finished", "diverged", "n_params",
+)
+STATE_FILE = "state.pt"
+
+SaveFn = Callable[[Path], None]
+ReportFn = Callable[[dict[str, Any], "SaveFn | None"], None]
+
+
+@dataclass
+class FitResult:
+    """How a run ended: the last metrics reported and whether the loss went non-finite."""
+
+    metrics: dict[str, Any]
+    diverged: bool
+
+
+def pick_device(config: Config) -> torch.device:
+    wanted = config.train.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(wanted)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Trainer:
+    """The state of one run: model, optimisers, data position, counters."""
+
+    config: Config
+    model: LanguageModel
+    forward: Callable  # the model, compiled or not
+    optimizers: list[torch.optim.Optimizer]
+    loader: TokenLoader
+    val_set: list[tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    step: int = 0
+    projections: int = 0
+
+    @classmethod
+    def create(cls, config: Config) -> Trainer:
+        device = pick_device(config)
+        if config.train.threads and device.type == "cpu":
+            torch.set_num_threads(config.train.threads)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed_everything(config.train.seed)
+        train_files, val_files = resolve_shards(config.data)
+        B, T = config.data.batch_size, config.model.block_size
+        loader = TokenLoader(train_files, batch_size=B, block_size=T, seed=config.train.seed)
+        val_set = val_batches(val_files, n_tokens=config.data.val_tokens, batch_size=B,
+                              block_size=T)
+        model = build_model(config.model).to(device)
+        forward: Callable = model
+        if config.train.compile == "on" or (config.train.compile == "auto" and device.type == "cuda"):
+            forward = torch.compile(model)
+        optimizers = build_optimizers(model, config.optim)
+        return cls(config, model, forward, optimizers, loader, val_set, device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.config.train.dtype
+        if dtype == "bfloat16" or (dtype == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the loss as a tensor (no host sync)."""
+        cfg = self.config
+        x, y = self.loader.next_batch(self.device)
+        with self.autocast():
+            _, loss = self.forward(x, y)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        set_lr(self.optimizers, lr_multiplier(self.step, cfg.train.steps, cfg.optim))
+        for opt in self.optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.step += 1
+        # nGPT: back onto the unit sphere, every proj_every optimiser steps (1 = the paper)
+        if self.model.normalized and self.step % cfg.model.proj_every == 0:
+            self.model.project_weights()
+            self.projections += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for x, y in self.val_set:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast():
+                _, loss = self.forward(x, y)
+            total += loss.float()
+        self.model.train()
+        return (total / len(self.val_set)).item()
+
+    def current_lr(self) -> float:
+        return self.optimizers[0].param_groups[0]["lr"]
+
+    def save(self, directory: Path) -> None:
+        """Everything needed to continue bit-for-bit: weights, optimisers, data, RNGs."""
+        state = {
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "loader": self.loader.state_dict(),
+            "step": self.step,
+            "projections": self.projections,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(directory / STATE_FILE)
+
+    def load(self, directory: Path) -> None:
+        state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.projections = state["step"], state["projections"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+
+def fit(
+    config: Config,
+    *,
+    report: ReportFn | None = None,
+    resume_from: Path | None = None,
+    checkpoint_every: int = 0,
+) -> FitResult:
+    """Train ``config``; call ``report`` at each evaluation.
+
+    Args:
+        config: the run.
+        report: called as ``report(metrics, save)`` at every evaluation.
+        resume_from: a folder written by a ``save`` function: continue from there.
+        checkpoint_every: pass a ``save`` function at evaluations where ``step`` is a multiple
+            of it (and at the last step); 0 never passes one.
+
+    A non-finite training or validation loss ends the run with ``diverged: True`` in the
+    last metrics; it is not raised.
+    """
+    trainer = Trainer.create(config)
+    if resume_from is not None:
+        trainer.load(Path(resume_from))
+    steps, eval_every = config.train.steps, config.train.eval_every
+    tokens_per_step = config.tokens_per_step
+    n_params = trainer.model.num_params()
+    start = time.perf_counter()
+    window_start, window_steps = start, 0
+    loss_sum = torch.zeros((), device=trainer.device)
+    metrics: dict[str, Any] = {}
+    while trainer.step < steps:
+        loss_sum += trainer.train_step()
+        window_steps += 1
+        if trainer.step % eval_every and trainer.step != steps:
+            continue
+        train_time = time.perf_counter() - window_start
+        train_loss = (loss_sum / window_steps).item()  # the one host sync per eval window
+        val_loss = trainer.evaluate() if math.isfinite(train_loss) else math.inf
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        metrics = {
+            "step": trainer.step,
+            "tokens_seen": trainer.step * tokens_per_step,
+            "train_loss": train_loss,
+            "val_loss": val_loss if not diverged else math.inf,
+            "lr": trainer.current_lr(),
+            "tokens_per_s": window_steps * tokens_per_step / max(train_time, 1e-9),
+            "elapsed_s": time.perf_counter() - start,
+            "projections": trainer.projections,
+            "max_steps": steps,
+            "finished": trainer.step == steps and not diverged,
+            "diverged": diverged,
+            "n_params": n_params,
+        }
+        save = None
+        due = checkpoint_every and (trainer.step % checkpoint_every == 0 or trainer.step == steps)
+        if due and not diverged:
+            save = trainer.save
+        if report is not None:
+            report(metrics, save)
+        if diverged:
+            return FitResult(metrics, diverged=True)
+        loss_sum.zero_()
+        window_start, window_steps = time.perf_counter(), 0
+    return FitResult(metrics, diverged=False)

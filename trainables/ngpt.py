@@ -1,0 +1,52 @@
+"""The Ray Tune function trainable around :func:`ngpt_tune.train.fit`.
+
+Every ``ray.tune`` call of ngpt-tune's training lives here (Tune's reporting API changed twice
+in Ray's history). Tune's config dict becomes the typed :class:`Config` once, at the top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ngpt_tune.provenance import provenance
+from ngpt_tune.spec import VARIANT_KEY, CampaignSpec
+from ngpt_tune.train import fit
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int = 0) -> None:
+    """Train one trial of ``spec``; ``tune_config`` holds the searched values (dotted keys)."""
+    config = spec.resolve(tune_config)
+    if threads and not config.train.threads:
+        config = config.override({"train.threads": threads})
+    checkpoint_every = spec.checkpoint.every or config.train.eval_every
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    record = provenance(
+        config=dataclasses.asdict(config), seed=config.train.seed,
+        variant=tune_config.get(VARIANT_KEY), searched=dict(tune_config),
+        trial_id=tune.get_context().get_trial_id(),
+    )
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, default=str))
+
+    def report(metrics: dict[str, Any], save) -> None:
+        if save is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save(Path(folder))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        fit(config, report=report, checkpoint_every=checkpoint_every)
+        return
+    with checkpoint.as_directory() as folder:
+        fit(config, report=report, resume_from=Path(folder), checkpoint_every=checkpoint_every)
