@@ -7,10 +7,10 @@ becomes a ``FrozenTrial`` with distributions inferred from the values seen: numb
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 MIN_TRIALS = 4
@@ -30,12 +30,20 @@ def param_importance(
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
     done = trials[trials["status"] == "completed"]
-    done = done[done[metric_column].map(lambda v: v is not None and math.isfinite(v))]
+    done = done[np.isfinite(done[metric_column].astype(float))]
     varying = [k for k in keys if k in done and done[k].dropna().nunique() >= 2]
-    out: dict[str, Any] = {"evaluator": "PedAnovaImportanceEvaluator", "n_trials": len(done),
-                           "params": varying, "importances": None, "reason": None}
+    out: dict[str, Any] = {
+        "evaluator": "PedAnovaImportanceEvaluator",
+        "n_trials": len(done),
+        "params": varying,
+        "importances": None,
+        "reason": None,
+    }
     if len(varying) < MIN_PARAMS:
-        out["reason"] = f"needs >= {MIN_PARAMS} searched parameters that vary across completed trials, found {len(varying)}"
+        out["reason"] = (
+            f"needs >= {MIN_PARAMS} searched parameters that vary across completed trials, "
+            f"found {len(varying)}"
+        )
         return out
     if len(done) < MIN_TRIALS:
         out["reason"] = f"needs >= {MIN_TRIALS} completed trials, found {len(done)}"
@@ -49,11 +57,13 @@ def param_importance(
             study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
             for _, row in done.iterrows():
                 params = {k: _plain(row[k]) for k in varying if not pd.isna(row[k])}
-                study.add_trial(optuna.trial.create_trial(
-                    params=params,
-                    distributions={k: distributions[k] for k in params},
-                    value=float(row[metric_column]),
-                ))
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params=params,
+                        distributions={k: distributions[k] for k in params},
+                        value=float(row[metric_column]),
+                    )
+                )
             importances = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
     except (ValueError, RuntimeError, ZeroDivisionError) as err:
         out["reason"] = f"PED-ANOVA failed: {err}"

@@ -32,7 +32,13 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.location import Location, locate
-from analysis.schema import HISTORY_SCHEMA, config_column, to_frame, trials_schema
+from analysis.schema import (
+    FIXED_TRIAL_COLUMNS,
+    HISTORY_SCHEMA,
+    config_column,
+    to_frame,
+    trials_schema,
+)
 from ngpt_tune.config import ModelConfig
 from ngpt_tune.errors import ConfigError
 from ngpt_tune.flops import flops_per_token
@@ -142,7 +148,8 @@ def read_campaign(root: Path) -> dict[str, Any]:
 def trial_folders(root: Path) -> list[Path]:
     """Sub-folders holding ``params.json`` or ``result.json``, by name."""
     return sorted(
-        d for d in root.iterdir()
+        d
+        for d in root.iterdir()
         if d.is_dir() and ((d / "params.json").is_file() or (d / "result.json").is_file())
     )
 
@@ -165,15 +172,18 @@ class TrialRecord:
 def read_trial(folder: Path) -> TrialRecord:
     reports = read_reports(folder / "result.json")
     params = _read_json(folder / "params.json")
-    if not params and reports:  # Tune repeats the config inside every result line
-        params = reports[-1].get("config") or {}
-    params = {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
+    provenance = _read_json(folder / "provenance.json")
+    if not params:  # Tune repeats the config in every result line; the trainable records it
+        params = (
+            (reports[-1].get("config") if reports else None) or provenance.get("searched") or {}
+        )
+    params = {k: v for k, v in flatten(params).items() if k not in IGNORED_PARAMS}
     error_file = folder / "error.txt"
     error = None
     if error_file.is_file():
         lines = [line.strip() for line in error_file.read_text(errors="replace").splitlines()]
         error = next((line for line in reversed(lines) if line), "error.txt is empty")
-    return TrialRecord(folder, params, reports, _read_json(folder / "provenance.json"), error)
+    return TrialRecord(folder, params, reports, provenance, error)
 
 
 def read_reports(path: Path) -> list[dict[str, Any]]:
@@ -237,7 +247,9 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
     n_params = _int(last.get("n_params", prov.get("n_params")))
     speeds = [s for s in (_float(r.get("tokens_per_s")) for r in reports) if s is not None]
     wall = _float(last.get("time_total_s", last.get("elapsed_s")))
-    trial_id = str(last.get("trial_id") or _id_from_dirname(record.folder.name))
+    trial_id = str(
+        last.get("trial_id") or prov.get("trial_id") or _id_from_dirname(record.folder.name)
+    )
     row = {
         "trial_id": trial_id,
         "trial_dir": record.folder.name,
@@ -255,16 +267,19 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
         "wall_time_s": wall,
         "n_params": n_params,
         "flops": _flops(record.config, n_params, tokens),
-        "device": prov.get("device"),
+        "device": _device(prov),
         "n_reports": len(reports),
-        "started_at": _time(prov.get("created_at")) or _time(reports[0].get("timestamp") if reports else None),
+        "started_at": _time(prov.get("created_at"))
+        or _time(reports[0].get("timestamp") if reports else None),
         "ended_at": _time(last.get("timestamp")),
         "error": record.error,
     }
     return row, values
 
 
-def _name_groups(rows: list[dict], values: list[dict], search_keys: list[str], seed_key: str) -> None:
+def _name_groups(
+    rows: list[dict], values: list[dict], search_keys: list[str], seed_key: str
+) -> None:
     """Trials whose configs differ only by the seed share ``config_id`` and ``group``."""
     names: dict[str, set[str]] = {}
     for row, config in zip(rows, values):
@@ -280,7 +295,7 @@ def _name_groups(rows: list[dict], values: list[dict], search_keys: list[str], s
 
 
 def _with_config_columns(rows: list[dict], values: list[dict]) -> pa.Schema:
-    keys = sorted({k for config in values for k in config} - {"variant", "seed"})
+    keys = sorted({k for config in values for k in config} - set(FIXED_TRIAL_COLUMNS))
     fields = []
     for key in keys:
         column_field, column = config_column(key, [config.get(key) for config in values])
@@ -319,6 +334,16 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _device(prov: dict[str, Any]) -> str | None:
+    """``provenance["device"]``, else what ``train.device`` resolved to on the trial's host."""
+    if prov.get("device"):
+        return str(prov["device"])
+    wanted = (prov.get("config") or {}).get("train", {}).get("device")
+    if wanted == "auto":
+        return "cuda" if (prov.get("hardware") or {}).get("cuda") else "cpu"
+    return wanted
 
 
 def _flops(config: dict[str, Any], n_params: int | None, tokens: int | None) -> float | None:

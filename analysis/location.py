@@ -54,7 +54,7 @@ def fetch(uri: str, destination: str | os.PathLike | None = None) -> Path:
         raise FileNotFoundError(f"{uri}: no experiment folder there")
     local = Path(destination or tempfile.mkdtemp(prefix="ngpt-analysis-"))
     for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        relative = entry.path[len(root) + 1:]
+        relative = entry.path[len(root) + 1 :]
         if entry.type != pafs.FileType.File or _in_checkpoint(relative):
             continue
         target = local / relative

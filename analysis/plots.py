@@ -17,8 +17,13 @@ from analysis.io import atomic_write
 from analysis.load import Experiment
 
 METRIC_COLUMN = "final_val_loss"
-STATUS_COLORS = {"completed": "0.55", "stopped": "tab:orange", "diverged": "tab:red",
-                 "errored": "tab:red", "pending": "0.8"}
+STATUS_COLORS = {
+    "completed": "0.55",
+    "stopped": "tab:orange",
+    "diverged": "tab:red",
+    "errored": "tab:red",
+    "pending": "0.8",
+}
 
 
 def write_plots(exp: Experiment, summary: dict[str, Any], folder: Path) -> list[Path]:
@@ -54,8 +59,11 @@ def learning_curves(exp: Experiment, summary: dict[str, Any], path: Path) -> Pat
     low, high = history["val_loss"].min(), history["val_loss"].quantile(0.98)
     if high > low:
         ax.set_ylim(low - 0.02 * (high - low), high)
-    ax.set(xlabel="tokens seen", ylabel="val_loss",
-           title=f"{exp.name}: learning curves (orange: stopped early)")
+    ax.set(
+        xlabel="tokens seen",
+        ylabel="val_loss",
+        title=f"{exp.name}: learning curves (orange: stopped early)",
+    )
     return _save(fig, path)
 
 
@@ -80,8 +88,14 @@ def metric_vs_param(exp: Experiment, key: str, path: Path) -> Path | None:
         jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(x))
         ax.scatter(x + jitter, metric, s=22, color="tab:blue", alpha=0.8)
         means = metric.groupby(values.astype(str)).mean()
-        ax.scatter([position[k] for k in means.index], means.values, marker="_", s=400,
-                   color="black", label="mean")
+        ax.scatter(
+            [position[k] for k in means.index],
+            means.values,
+            marker="_",
+            s=400,
+            color="black",
+            label="mean",
+        )
         ax.set_xticks(range(len(labels)), labels)
         ax.legend(fontsize=8)
     ax.set(xlabel=key, ylabel="final val_loss", title=f"{exp.name}: val_loss by {key}")
@@ -109,5 +123,3 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _safe(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
-
-

@@ -59,7 +59,9 @@ HISTORY_FIELDS = (
     pa.field("projections", pa.int64()),
 )
 
-HISTORY_SCHEMA = pa.schema(HISTORY_FIELDS, metadata={"ngpt_tune.schema_version": str(SCHEMA_VERSION)})
+HISTORY_SCHEMA = pa.schema(
+    HISTORY_FIELDS, metadata={"ngpt_tune.schema_version": str(SCHEMA_VERSION)}
+)
 FIXED_TRIAL_COLUMNS = tuple(f.name for f in TRIAL_FIELDS)
 
 _PANDAS_TYPES = {

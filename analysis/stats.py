@@ -26,8 +26,15 @@ def describe(values: Sequence[float], *, confidence: float = CONFIDENCE) -> dict
     """
     x = _finite(values)
     n = len(x)
-    out: dict[str, Any] = {"n": n, "mean": None, "std": None, "sem": None, "ci95": None,
-                           "min": None, "max": None}
+    out: dict[str, Any] = {
+        "n": n,
+        "mean": None,
+        "std": None,
+        "sem": None,
+        "ci95": None,
+        "min": None,
+        "max": None,
+    }
     if n == 0:
         return out
     out.update(mean=float(x.mean()), min=float(x.min()), max=float(x.max()))
@@ -74,8 +81,10 @@ def verdict(
     if difference is None:
         return "no finite results to compare"
     if min(n) < 2:
-        return (f"cannot be told from noise: {n[0]} vs {n[1]} seed(s); "
-                "run at least 2 seeds per arm (3+ for a useful p-value)")
+        return (
+            f"cannot be told from noise: {n[0]} vs {n[1]} seed(s); "
+            "run at least 2 seeds per arm (3+ for a useful p-value)"
+        )
     if p_value is None:
         return "no spread across seeds: no test possible"
     if p_value >= alpha:

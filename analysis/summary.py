@@ -62,15 +62,21 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         "seed_key": exp.seed_key,
         "provenance": campaign.get("provenance"),
         "dates": _dates(campaign, trials),
-        "counts": {"total": len(trials), **{s: int((trials["status"] == s).sum()) for s in STATUSES}},
-        "ranking": [_trial_entry(exp, row, rank=i + 1) for i, (_, row) in enumerate(done.iterrows())],
+        "counts": {
+            "total": len(trials),
+            **{s: int((trials["status"] == s).sum()) for s in STATUSES},
+        },
+        "ranking": [
+            _trial_entry(exp, row, rank=i + 1) for i, (_, row) in enumerate(done.iterrows())
+        ],
         "ranking_by_config": configs,
         "stopped_early": _stopped(exp, trials),
         "failed": _failed(exp, trials),
         "best": best,
         "parameters": parameter_effects(done, exp.search_keys, best, minimize),
-        "importance": param_importance(trials, exp.search_keys, metric_column=METRIC_COLUMN,
-                                       mode=exp.mode),
+        "importance": param_importance(
+            trials, exp.search_keys, metric_column=METRIC_COLUMN, mode=exp.mode
+        ),
         "seed_groups": [c for c in configs if c["n"] >= 2],
         "comparison": compare_arms(exp, campaign.get("compare")),
         "compute": compute(trials),
@@ -89,14 +95,16 @@ def rank_configs(done: pd.DataFrame, keys: list[str], minimize: bool) -> list[di
     entries = []
     for config_id, group in done.groupby("config_id", sort=False):
         stats = describe(group[METRIC_COLUMN].tolist())
-        entries.append({
-            "group": group["group"].iloc[0],
-            "config_id": config_id,
-            "params": _params(group.iloc[0], keys),
-            **stats,
-            "seeds": [_scalar(s) for s in group["seed"]],
-            "trial_ids": group["trial_id"].tolist(),
-        })
+        entries.append(
+            {
+                "group": group["group"].iloc[0],
+                "config_id": config_id,
+                "params": _params(group.iloc[0], keys),
+                **stats,
+                "seeds": [_scalar(s) for s in group["seed"]],
+                "trial_ids": group["trial_id"].tolist(),
+            }
+        )
     entries.sort(key=lambda e: _sort_key(e["mean"], minimize))
     for rank, entry in enumerate(entries, start=1):
         entry["rank"] = rank
@@ -114,7 +122,9 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
     config = exp.configs.get(trial_id)
     note = None
     if config is None:
-        config = nest_dotted({k: _scalar(trial[k]) for k in exp.search_keys if k in trial and "." in k})
+        config = nest_dotted(
+            {k: _scalar(trial[k]) for k in exp.search_keys if k in trial and "." in k}
+        )
         note = "no provenance.json: best_config.yaml holds the searched values only"
     config_path = _output_path(exp, BEST_CONFIG_FILE)
     best = {
@@ -128,6 +138,8 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
         "trial_id": trial_id,
         "seed": _scalar(trial["seed"]),
         "final_val_loss": trial[METRIC_COLUMN],
+        "metric": exp.metric,
+        "value": trial[METRIC_COLUMN],  # that trial's; the configuration's is "mean"
         "config": config,
         "config_path": config_path,
         "command": f"python -m ngpt_tune train {shlex.quote(config_path)}",
@@ -142,8 +154,9 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
     return best
 
 
-def parameter_effects(done: pd.DataFrame, keys: list[str], best: dict | None,
-                      minimize: bool) -> dict[str, Any]:
+def parameter_effects(
+    done: pd.DataFrame, keys: list[str], best: dict | None, minimize: bool
+) -> dict[str, Any]:
     """Per searched parameter: the metric of completed trials by value (or by quantile bin)."""
     effects = {}
     for key in keys:
@@ -157,8 +170,12 @@ def parameter_effects(done: pd.DataFrame, keys: list[str], best: dict | None,
         if continuous:
             bins = pd.qcut(values.astype(float), q=N_BINS, duplicates="drop")
             for _, part in rows.groupby(bins, observed=True, sort=True):
-                buckets.append({"bin": [float(part[key].min()), float(part[key].max())],
-                                **describe(part[METRIC_COLUMN].tolist())})
+                buckets.append(
+                    {
+                        "bin": [float(part[key].min()), float(part[key].max())],
+                        **describe(part[METRIC_COLUMN].tolist()),
+                    }
+                )
         else:
             for value, part in rows.groupby(key, sort=True):
                 buckets.append({"value": _scalar(value), **describe(part[METRIC_COLUMN].tolist())})
@@ -210,7 +227,12 @@ def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None
         rows = chosen[arm]
         values = rows["_at"].tolist()
         stats = describe(values)
-        entry = {"arm": arm, "group": rows["group"].iloc[0], **stats, "baseline": arm == str(baseline)}
+        entry = {
+            "arm": arm,
+            "group": rows["group"].iloc[0],
+            **stats,
+            "baseline": arm == str(baseline),
+        }
         if arm != str(baseline):
             diff = None
             if stats["mean"] is not None and base_stats["mean"] is not None:
@@ -220,11 +242,17 @@ def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None
             entry.update(
                 difference=diff,
                 improvement=gain,
-                improvement_pct=None if gain is None or not base_stats["mean"] else 100 * gain / abs(base_stats["mean"]),
+                improvement_pct=None
+                if gain is None or not base_stats["mean"]
+                else 100 * gain / abs(base_stats["mean"]),
                 test=test["test"],
                 p_value=test["p_value"],
-                verdict=verdict(diff, test["p_value"], n=(stats["n"], base_stats["n"]),
-                                better="lower" if minimize else "higher"),
+                verdict=verdict(
+                    diff,
+                    test["p_value"],
+                    n=(stats["n"], base_stats["n"]),
+                    better="lower" if minimize else "higher",
+                ),
             )
         out["arms"].append(entry)
     out["note"] = "; ".join(notes) or None
@@ -256,42 +284,64 @@ def compute(trials: pd.DataFrame) -> dict[str, Any]:
         "hours": gpu_hours + cpu_hours,
         "hours_label": "GPU-hours" if bool(on_gpu.any()) else "CPU-hours",
         "wall_time_s": float(wall.sum()),
-        "devices": {str(k): int(v) for k, v in trials["device"].fillna("unknown").value_counts().items()},
+        "devices": {
+            str(k): int(v) for k, v in trials["device"].fillna("unknown").value_counts().items()
+        },
     }
 
 
 def _trial_entry(exp: Experiment, row: pd.Series, *, rank: int | None = None) -> dict[str, Any]:
     entry = {"rank": rank} if rank is not None else {}
-    entry.update({
-        "trial_id": row["trial_id"],
-        "group": row["group"],
-        "seed": _scalar(row["seed"]),
-        "final_val_loss": row["final_val_loss"],
-        "best_val_loss": row["best_val_loss"],
-        "steps": _scalar(row["steps"]),
-        "max_steps": _scalar(row["max_steps"]),
-        "tokens_seen": _scalar(row["tokens_seen"]),
-        "tokens_per_s": row["tokens_per_s"],
-        "wall_time_s": row["wall_time_s"],
-        "params": _params(row, exp.search_keys),
-    })
+    entry.update(
+        {
+            "trial_id": row["trial_id"],
+            "group": row["group"],
+            "seed": _scalar(row["seed"]),
+            "final_val_loss": row["final_val_loss"],
+            "best_val_loss": row["best_val_loss"],
+            "steps": _scalar(row["steps"]),
+            "max_steps": _scalar(row["max_steps"]),
+            "tokens_seen": _scalar(row["tokens_seen"]),
+            "tokens_per_s": row["tokens_per_s"],
+            "wall_time_s": row["wall_time_s"],
+            "params": _params(row, exp.search_keys),
+        }
+    )
     return entry
 
 
 def _stopped(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
     """Trials stopped by the scheduler, by budget reached, then loss at that budget."""
     rows = trials[trials["status"] == "stopped"]
-    rows = rows.sort_values(["budget_fraction", "final_val_loss"], ascending=[False, exp.mode == "min"],
-                            na_position="last")
-    return [{**_trial_entry(exp, row), "budget_fraction": row["budget_fraction"],
-             "val_loss_at_stop": row["final_val_loss"]} for _, row in rows.iterrows()]
+    rows = rows.sort_values(
+        ["budget_fraction", "final_val_loss"],
+        ascending=[False, exp.mode == "min"],
+        na_position="last",
+    )
+    return [
+        {
+            **_trial_entry(exp, row),
+            "budget_fraction": row["budget_fraction"],
+            "val_loss_at_stop": row["final_val_loss"],
+        }
+        for _, row in rows.iterrows()
+    ]
 
 
 def _failed(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
     rows = trials[trials["status"].isin(["diverged", "errored", "pending"])]
-    return [{"trial_id": r["trial_id"], "status": r["status"], "group": r["group"],
-             "seed": _scalar(r["seed"]), "steps": _scalar(r["steps"]), "error": _scalar(r["error"]),
-             "params": _params(r, exp.search_keys)} for _, r in rows.iterrows()]
+    return [
+        {
+            "trial_id": r["trial_id"],
+            "status": r["status"],
+            "group": r["group"],
+            "seed": _scalar(r["seed"]),
+            "steps": _scalar(r["steps"]),
+            "error": _scalar(r["error"]),
+            "params": _params(r, exp.search_keys),
+        }
+        for _, r in rows.iterrows()
+    ]
 
 
 def _dates(campaign: dict[str, Any], trials: pd.DataFrame) -> dict[str, Any]:

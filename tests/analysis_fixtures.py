@@ -31,8 +31,14 @@ F_FINAL = 6.85  # one seed only
 STOPPED_LOSS = 6.50  # lower than any finished trial, at half the budget: must not be ranked
 
 
-def write_campaign(root: Path, *, name: str, search_keys: list[str], compare: dict | None = None,
-                   spec: dict | None = None) -> None:
+def write_campaign(
+    root: Path,
+    *,
+    name: str,
+    search_keys: list[str],
+    compare: dict | None = None,
+    spec: dict | None = None,
+) -> None:
     root.mkdir(parents=True, exist_ok=True)
     campaign = {
         "name": name,
@@ -47,8 +53,12 @@ def write_campaign(root: Path, *, name: str, search_keys: list[str], compare: di
         "time_attr": "tokens_seen",
         "max_steps": MAX_STEPS,
         "created_at": "2026-01-02T03:04:05+00:00",
-        "provenance": {"git_commit": "abc123", "packages": {"ray": "2.60.0"},
-                       "hardware": {"hostname": "test"}, "created_at": "2026-01-02T03:04:05+00:00"},
+        "provenance": {
+            "git_commit": "abc123",
+            "packages": {"ray": "2.60.0"},
+            "hardware": {"hostname": "test"},
+            "created_at": "2026-01-02T03:04:05+00:00",
+        },
         "command": f"python -m ngpt_tune run search_spaces/{name}.yaml",
     }
     (root / "campaign.json").write_text(json.dumps(campaign, indent=2))
@@ -85,38 +95,70 @@ def write_trial(
     folder.mkdir(parents=True)
     trial_id = trial_id or dirname
     config_params = {k: v for k, v in params.items() if "." in k}
-    config = Config().override({**config_params, **(overrides or {}),
-                                 "train.steps": max_steps, "data.batch_size": batch_size})
+    config = Config().override(
+        {
+            **config_params,
+            **(overrides or {}),
+            "train.steps": max_steps,
+            "data.batch_size": batch_size,
+        }
+    )
     (folder / "params.json").write_text(json.dumps({**params, "__trial_index__": 0}))
     if provenance:
-        (folder / "provenance.json").write_text(json.dumps({
-            "config": dataclasses.asdict(config), "seed": config.train.seed, "variant": variant,
-            "n_params": N_PARAMS, "device": device, "git_commit": "abc123",
-            "packages": {}, "hardware": {}, "created_at": "2026-01-02T03:05:00+00:00",
-        }))
+        (folder / "provenance.json").write_text(
+            json.dumps(
+                {
+                    "config": dataclasses.asdict(config),
+                    "seed": config.train.seed,
+                    "variant": variant,
+                    "n_params": N_PARAMS,
+                    "device": device,
+                    "git_commit": "abc123",
+                    "packages": {},
+                    "hardware": {},
+                    "created_at": "2026-01-02T03:05:00+00:00",
+                }
+            )
+        )
     tokens_per_step = batch_size * 128
     lines = []
     for i, loss in enumerate(val_losses):
         step = min((i + 1) * EVAL_EVERY, max_steps)
         last_diverged = diverged and i == len(val_losses) - 1
         report = {
-            "step": step, "tokens_seen": step * tokens_per_step, "train_loss": loss + 0.05,
-            "val_loss": math.inf if last_diverged else loss, "lr": 1e-3 * (1 - step / (2 * max_steps)),
-            "tokens_per_s": 40_000.0 + i, "elapsed_s": step * SECONDS_PER_STEP, "projections": step,
-            "max_steps": max_steps, "finished": step == max_steps and not last_diverged,
-            "diverged": last_diverged, "n_params": N_PARAMS,
+            "step": step,
+            "tokens_seen": step * tokens_per_step,
+            "train_loss": loss + 0.05,
+            "val_loss": math.inf if last_diverged else loss,
+            "lr": 1e-3 * (1 - step / (2 * max_steps)),
+            "tokens_per_s": 40_000.0 + i,
+            "elapsed_s": step * SECONDS_PER_STEP,
+            "projections": step,
+            "max_steps": max_steps,
+            "finished": step == max_steps and not last_diverged,
+            "diverged": last_diverged,
+            "n_params": N_PARAMS,
             # Ray Tune's own keys
-            "trial_id": trial_id, "training_iteration": i + 1, "time_total_s": step * SECONDS_PER_STEP,
-            "time_this_iter_s": EVAL_EVERY * SECONDS_PER_STEP, "timestamp": int(timestamp0 + step),
-            "date": "2026-01-02_03-05-00", "hostname": "node0", "node_ip": "127.0.0.1", "pid": 1,
-            "done": False, "config": params, "checkpoint_dir_name": None,
+            "trial_id": trial_id,
+            "training_iteration": i + 1,
+            "time_total_s": step * SECONDS_PER_STEP,
+            "time_this_iter_s": EVAL_EVERY * SECONDS_PER_STEP,
+            "timestamp": int(timestamp0 + step),
+            "date": "2026-01-02_03-05-00",
+            "hostname": "node0",
+            "node_ip": "127.0.0.1",
+            "pid": 1,
+            "done": False,
+            "config": params,
+            "checkpoint_dir_name": None,
         }
         lines.append(json.dumps(report))
     (folder / "result.json").write_text("".join(line + "\n" for line in lines))
     if error is not None:
         (folder / "error.txt").write_text(
             "Failure # 1 (occurred at 2026-01-02_03-06-00)\nTraceback (most recent call last):\n"
-            f'  File "x.py", line 1, in <module>\n{error}\n')
+            f'  File "x.py", line 1, in <module>\n{error}\n'
+        )
     (folder / "checkpoint_000000").mkdir()
     (folder / "checkpoint_000000" / "state.pt").write_bytes(b"not read")
     return folder
@@ -134,24 +176,52 @@ def make_alpha_lr(root: Path) -> Path:
     """
     write_campaign(root, name="alpha_lr", search_keys=["model.alpha", "optim.lr", "train.seed"])
     for seed, final in enumerate(A_FINALS):
-        write_trial(root, f"train_{seed}_a", trial_id=f"a{seed}",
-                    params={**A, "train.seed": seed}, val_losses=curve(final, 4))
+        write_trial(
+            root,
+            f"train_{seed}_a",
+            trial_id=f"a{seed}",
+            params={**A, "train.seed": seed},
+            val_losses=curve(final, 4),
+        )
     for seed, final in enumerate(B_FINALS):
         dip = 6.50 if seed == 0 else None
-        write_trial(root, f"train_{seed}_b", trial_id=f"b{seed}",
-                    params={**B, "train.seed": seed}, val_losses=curve(final, 4, dip=dip))
-    write_trial(root, "train_0_f", trial_id="f0",
-                params={"model.alpha": 0.2, "optim.lr": 7e-4, "train.seed": 0},
-                val_losses=curve(F_FINAL, 4))
-    write_trial(root, "train_0_c", trial_id="c0",
-                params={"model.alpha": 0.05, "optim.lr": 2e-3, "train.seed": 0},
-                val_losses=[7.9, STOPPED_LOSS])
-    write_trial(root, "train_0_d", trial_id="d0",
-                params={"model.alpha": 0.5, "optim.lr": 3e-3, "train.seed": 0},
-                val_losses=[8.0, 9.0], diverged=True)
-    write_trial(root, "train_ngpt_e0e0e_00009_9_model.alpha=0.1",
-                params={"model.alpha": 0.1, "optim.lr": 1e-4, "train.seed": 0},
-                val_losses=[], error="RuntimeError: CUDA out of memory", provenance=False)
+        write_trial(
+            root,
+            f"train_{seed}_b",
+            trial_id=f"b{seed}",
+            params={**B, "train.seed": seed},
+            val_losses=curve(final, 4, dip=dip),
+        )
+    write_trial(
+        root,
+        "train_0_f",
+        trial_id="f0",
+        params={"model.alpha": 0.2, "optim.lr": 7e-4, "train.seed": 0},
+        val_losses=curve(F_FINAL, 4),
+    )
+    write_trial(
+        root,
+        "train_0_c",
+        trial_id="c0",
+        params={"model.alpha": 0.05, "optim.lr": 2e-3, "train.seed": 0},
+        val_losses=[7.9, STOPPED_LOSS],
+    )
+    write_trial(
+        root,
+        "train_0_d",
+        trial_id="d0",
+        params={"model.alpha": 0.5, "optim.lr": 3e-3, "train.seed": 0},
+        val_losses=[8.0, 9.0],
+        diverged=True,
+    )
+    write_trial(
+        root,
+        "train_ngpt_e0e0e_00009_9_model.alpha=0.1",
+        params={"model.alpha": 0.1, "optim.lr": 1e-4, "train.seed": 0},
+        val_losses=[],
+        error="RuntimeError: CUDA out of memory",
+        provenance=False,
+    )
     return root
 
 
@@ -177,14 +247,24 @@ VARIANT_OVERRIDES = {
 
 def make_compare(root: Path, *, gap: float = 0.1, device: str = "cpu") -> Path:
     """Variants against the baseline ``ngpt`` arm, 3 seeds each (``gpt``: 1 seed)."""
-    write_campaign(root, name="gated_vs_ngpt", search_keys=["variant", "train.seed"],
-                   compare={"by": "variant", "baseline": "ngpt"})
+    write_campaign(
+        root,
+        name="gated_vs_ngpt",
+        search_keys=["variant", "train.seed"],
+        compare={"by": "variant", "baseline": "ngpt"},
+    )
     for variant, finals in compare_finals(gap).items():
         for seed, final in enumerate(finals):
-            write_trial(root, f"train_{variant}_{seed}", trial_id=f"{variant}{seed}",
-                        params={"variant": variant, "train.seed": seed},
-                        overrides=VARIANT_OVERRIDES[variant], variant=variant,
-                        val_losses=curve(final, 4), device=device)
+            write_trial(
+                root,
+                f"train_{variant}_{seed}",
+                trial_id=f"{variant}{seed}",
+                params={"variant": variant, "train.seed": seed},
+                overrides=VARIANT_OVERRIDES[variant],
+                variant=variant,
+                val_losses=curve(final, 4),
+                device=device,
+            )
     return root
 
 
@@ -196,7 +276,11 @@ def make_random_search(root: Path, n: int = 16) -> Path:
         alpha = float(rng.uniform(0.05, 0.5))
         lr = float(10 ** rng.uniform(-4, -2))
         final = 6.5 + 0.5 * (math.log10(lr) + 3) ** 2 + 0.01 * alpha
-        write_trial(root, f"train_{i:02d}", trial_id=f"r{i:02d}",
-                    params={"model.alpha": alpha, "optim.lr": lr, "train.seed": 0},
-                    val_losses=curve(final, 4))
+        write_trial(
+            root,
+            f"train_{i:02d}",
+            trial_id=f"r{i:02d}",
+            params={"model.alpha": alpha, "optim.lr": lr, "train.seed": 0},
+            val_losses=curve(final, 4),
+        )
     return root
