@@ -47,6 +47,7 @@ CAMPAIGN_FILE = "campaign.json"
 DEFAULT_METRIC, DEFAULT_MODE, DEFAULT_SEED_KEY = "val_loss", "min", "train.seed"
 IGNORED_PARAMS = ("__trial_index__",)
 _TUNE_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_[0-9]{5})(?=_|$)")
+_RUNNER_TRIAL_ID = re.compile(r"^trial_([0-9A-Za-z_]+)$")
 
 
 @dataclass
@@ -324,9 +325,9 @@ def _history_rows(record: TrialRecord, row: dict[str, Any]) -> list[dict[str, An
 
 
 def _id_from_dirname(name: str) -> str:
-    """Tune names trial folders ``{trainable}_{trial_id}_{index}_{tag}``, with a trial id like
-    ``3f2a1_00004``; a folder named otherwise is its own id."""
-    match = _TUNE_TRIAL_ID.search(name)
+    """The trial id in a folder name: the runner's ``trial_{id}``, or Tune's default
+    ``{trainable}_{id}_{index}_{tag}`` with ids like ``3f2a1_00004``; else the name itself."""
+    match = _TUNE_TRIAL_ID.search(name) or _RUNNER_TRIAL_ID.match(name)
     return match.group(1) if match else name
 
 

@@ -50,15 +50,28 @@ def learning_curves(exp: Experiment, summary: dict[str, Any], path: Path) -> Pat
         if trial_id == best_id:
             continue
         color = STATUS_COLORS.get(status.get(trial_id), "0.55")
-        ax.plot(rows["tokens_seen"], rows["val_loss"], color=color, lw=0.8, alpha=0.6)
+        marker = "o" if len(rows) < 3 else None  # a trial stopped at its first report is a dot
+        ax.plot(
+            rows["tokens_seen"],
+            rows["val_loss"],
+            color=color,
+            lw=0.8,
+            alpha=0.6,
+            marker=marker,
+            ms=3,
+        )
     if best_id is not None:
         rows = history[history["trial_id"] == best_id]
         label = f"best: {summary['best']['group']} (seed {summary['best']['seed']})"
         ax.plot(rows["tokens_seen"], rows["val_loss"], color="tab:blue", lw=2.2, label=label)
         ax.legend(loc="upper right", fontsize=8)
-    low, high = history["val_loss"].min(), history["val_loss"].quantile(0.98)
+    # clip the first, very high reports, but keep every trial's last point in view
+    last = history.groupby("trial_id", sort=False)["val_loss"].last()
+    low = history["val_loss"].min()
+    high = max(history["val_loss"].quantile(0.98), last.max())
     if high > low:
-        ax.set_ylim(low - 0.02 * (high - low), high)
+        pad = 0.03 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
     ax.set(
         xlabel="tokens seen",
         ylabel="val_loss",

@@ -204,6 +204,9 @@ def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None
     if by not in done or done.empty:
         out["note"] = f"no completed trials with a '{by}' value"
         return out
+    if done["tokens_seen"].isna().any():
+        out["note"] = "completed trials without tokens_seen: cannot compare at equal tokens"
+        return out
     tokens = int(done["tokens_seen"].min())
     out["tokens"] = tokens
     at_tokens = {t: value_at_tokens(exp.history, t, tokens) for t in done["trial_id"]}

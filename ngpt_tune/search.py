@@ -136,7 +136,9 @@ def _optuna(spec: CampaignSpec) -> Searcher:
 
 
 def _variants(spec: CampaignSpec) -> Searcher:
-    return BasicVariantGenerator(random_state=spec.searcher.seed)
+    # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: set it here
+    return BasicVariantGenerator(random_state=spec.searcher.seed,
+                                 max_concurrent=spec.max_concurrent_trials)
 
 
 SEARCHERS: dict[str, Callable[[CampaignSpec], Searcher]] = {

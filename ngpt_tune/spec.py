@@ -43,9 +43,9 @@ DISTRIBUTIONS: dict[str, int | None] = {
     "quniform": 3,  # [low, high, q]
     "randint": 2,  # [low, high], both inclusive
 }
-SMOKE_MODEL = {"n_layer": 2, "n_embd": 64, "n_head": 4, "block_size": 64}
+SMOKE_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32}
 SMOKE_RUN = {
-    "data.dir": BUILTIN_DATA, "data.batch_size": 8, "data.val_tokens": 2048,
+    "data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.val_tokens": 1024,
     "train.steps": 24, "train.eval_every": 6, "train.device": "cpu", "train.compile": "off",
     **{f"model.{k}": v for k, v in SMOKE_MODEL.items()},
 }

@@ -134,6 +134,27 @@ class Trainer:
     def current_lr(self) -> float:
         return self.optimizers[0].param_groups[0]["lr"]
 
+    def metrics(self, train_loss: float, *, train_time: float, window_steps: int,
+                elapsed: float) -> dict[str, Any]:
+        """Evaluate and return the report dict (the keys of :data:`METRIC_KEYS`)."""
+        val_loss = self.evaluate() if math.isfinite(train_loss) or not window_steps else math.inf
+        diverged = not (math.isfinite(val_loss) and (math.isfinite(train_loss) or not window_steps))
+        tokens_per_step = self.config.tokens_per_step
+        return {
+            "step": self.step,
+            "tokens_seen": self.step * tokens_per_step,
+            "train_loss": train_loss,
+            "val_loss": math.inf if diverged else val_loss,
+            "lr": self.current_lr(),
+            "tokens_per_s": window_steps * tokens_per_step / max(train_time, 1e-9),
+            "elapsed_s": elapsed,
+            "projections": self.projections,
+            "max_steps": self.config.train.steps,
+            "finished": self.step == self.config.train.steps and not diverged,
+            "diverged": diverged,
+            "n_params": self.model.num_params(),
+        }
+
     def save(self, directory: Path) -> None:
         """Everything needed to continue bit-for-bit: weights, optimisers, data, RNGs."""
         state = {
@@ -193,8 +214,6 @@ def fit(
     if resume_from is not None:
         trainer.load(Path(resume_from))
     steps, eval_every = config.train.steps, config.train.eval_every
-    tokens_per_step = config.tokens_per_step
-    n_params = trainer.model.num_params()
     start = time.perf_counter()
     window_start, window_steps = start, 0
     loss_sum = torch.zeros((), device=trainer.device)
@@ -204,32 +223,19 @@ def fit(
         window_steps += 1
         if trainer.step % eval_every and trainer.step != steps:
             continue
-        train_time = time.perf_counter() - window_start
         train_loss = (loss_sum / window_steps).item()  # the one host sync per eval window
-        val_loss = trainer.evaluate() if math.isfinite(train_loss) else math.inf
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-        metrics = {
-            "step": trainer.step,
-            "tokens_seen": trainer.step * tokens_per_step,
-            "train_loss": train_loss,
-            "val_loss": val_loss if not diverged else math.inf,
-            "lr": trainer.current_lr(),
-            "tokens_per_s": window_steps * tokens_per_step / max(train_time, 1e-9),
-            "elapsed_s": time.perf_counter() - start,
-            "projections": trainer.projections,
-            "max_steps": steps,
-            "finished": trainer.step == steps and not diverged,
-            "diverged": diverged,
-            "n_params": n_params,
-        }
-        save = None
+        metrics = trainer.metrics(train_loss, train_time=time.perf_counter() - window_start,
+                                  window_steps=window_steps, elapsed=time.perf_counter() - start)
         due = checkpoint_every and (trainer.step % checkpoint_every == 0 or trainer.step == steps)
-        if due and not diverged:
-            save = trainer.save
         if report is not None:
-            report(metrics, save)
-        if diverged:
+            report(metrics, trainer.save if due and not metrics["diverged"] else None)
+        if metrics["diverged"]:
             return FitResult(metrics, diverged=True)
         loss_sum.zero_()
         window_start, window_steps = time.perf_counter(), 0
+    if not metrics:  # resumed from the final checkpoint: report the finished state once more
+        metrics = trainer.metrics(math.nan, train_time=0.0, window_steps=0, elapsed=0.0)
+        metrics["diverged"], metrics["finished"] = False, True
+        if report is not None:
+            report(metrics, None)
     return FitResult(metrics, diverged=False)

@@ -210,3 +210,26 @@ def test_analysis_imports_neither_ray_nor_torch(alpha_lr):
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(repo)}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=alpha_lr, env=env)
+
+
+def test_trial_written_by_the_runner(tmp_path):
+    """The runner names folders ``trial_{id}``; its provenance has no ``device`` key."""
+    root = tmp_path / "runner"
+    folder = write_trial(root, "trial_deadbeef", params={"optim.lr": 0.01}, val_losses=[])
+    (folder / "result.json").unlink()
+    (folder / "error.txt").write_text("Traceback ...\nValueError: boom\n\n")
+    ok = write_trial(
+        root,
+        "trial_0123abcd",
+        trial_id="0123abcd",
+        params={"optim.lr": 0.02},
+        val_losses=[7.0, 6.0, 5.0, 4.0],
+    )
+    prov = json.loads((ok / "provenance.json").read_text())
+    del prov["device"]
+    prov["hardware"] = {"cuda": True, "gpu": "NVIDIA H100"}
+    (ok / "provenance.json").write_text(json.dumps(prov))
+    trials = by_id(load_experiment(root))
+    assert trials.loc["deadbeef", "status"] == "errored"
+    assert trials.loc["deadbeef", "error"] == "ValueError: boom"
+    assert trials.loc["0123abcd", "device"] == "cuda"  # train.device auto on a CUDA host
