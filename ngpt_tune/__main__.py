@@ -109,12 +109,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Rank the trials of an experiment; write summary.json, Parquet tables and plots."""
-    import json
-
     from analysis import format_ranking, write_outputs
 
     summary_path = write_outputs(args.experiment)
-    print(format_ranking(json.loads(Path(summary_path).read_text())))
+    print(format_ranking(summary_path))
     print(f"\nwrote {summary_path} and the tables and plots beside it")
     return 0
 

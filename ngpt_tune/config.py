@@ -295,9 +295,8 @@ def _coerce(value: Any, hint: Any, *, key: str) -> Any:
                 return _coerce(float(value), float, key=key)
             except ValueError:
                 pass
-    elif hint is str:
-        if isinstance(value, str):
-            return os.path.expanduser(os.path.expandvars(value)) if key.endswith(".dir") else value
+    elif hint is str and isinstance(value, str):
+        return os.path.expanduser(os.path.expandvars(value)) if key.endswith(".dir") else value
     raise ConfigError(f"expected {_describe(hint)}, got {value!r}", key=key)
 
 

@@ -249,24 +249,18 @@ def _join(storage: str, name: str) -> str:
 
 
 def _finish(experiment: str, results: Any) -> str:
-    unfinished = [r for r in results if r.metrics.get("done") is False] if results else []
+    """Analyse the experiment, print the ranking, say where everything is."""
     from analysis import format_ranking, write_outputs
 
     try:
         summary_path = write_outputs(experiment)
-        summary = json.loads(Path(summary_path).read_text())
-        print(format_ranking(summary))
+        print(format_ranking(summary_path))
         print(f"\nsummary: {summary_path}")
-        best = summary.get("best")
-        if best:
-            print(f"best trial: {best.get('trial_id')}  {best.get('metric', 'val_loss')}="
-                  f"{best.get('value')}")
-            if best.get("command"):
-                print(f"re-run it alone: {best['command']}")
-    except Exception as err:  # the experiment itself is saved; analysis can be re-run
-        print(f"ngpt-tune: analysis failed ({type(err).__name__}: {err}); re-run with "
+    except Exception as err:  # the experiment itself is saved; the analysis can be re-run
+        print(f"ngpt-tune: analysis failed ({type(err).__name__}: {err}); run "
               f"`python -m ngpt_tune analyze {experiment}`", file=sys.stderr)
-    if unfinished or results.errors:
-        print(f"resume with: python -m ngpt_tune resume {experiment}")
+    unfinished = [r for r in results if not r.metrics.get("done", True)] if results else []
+    if unfinished:
+        print(f"interrupted: resume with `python -m ngpt_tune resume {experiment}`")
     print(f"results: {experiment}")
     return experiment

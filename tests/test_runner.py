@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from ngpt_tune.runner import RunOptions, build_spec, run_campaign
-from ngpt_tune.spec import parse_spec
 
 pytestmark = pytest.mark.slow
 

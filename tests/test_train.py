@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import tiny_config
+
 from ngpt_tune.train import METRIC_KEYS, fit
 
 UNIFORM_LOSS = math.log(50257)  # where every model starts
