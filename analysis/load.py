@@ -10,9 +10,11 @@ read. The status of a trial:
 - ``completed``: the last report has ``finished: true`` (``step == max_steps``);
 - ``stopped``: reported but never finished, i.e. stopped early by the scheduler (its budget
   is ``budget_fraction = steps / max_steps`` and ``tokens_seen``);
+- ``unfinished``: Tune's latest saved state has it running or pending (the campaign was
+  interrupted, or is still running): ``resume`` continues it;
 - ``pending``: no report and no error.
 
-A trial that is still running when the folder is read also shows as ``stopped``.
+Only Tune's newest ``experiment_state-*.json`` is read, for that last distinction.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     if not root.is_dir():
         raise FileNotFoundError(f"{location.display}: no such experiment folder")
     campaign = read_campaign(root)
-    records = [read_trial(folder) for folder in trial_folders(root)]
+    live = live_trial_folders(root)
+    records = [read_trial(folder, live=folder.name in live) for folder in trial_folders(root)]
     if campaign.get("search_keys") is None:  # no campaign.json: what Tune varied
         keys = sorted({k for r in records for k in r.params})
         campaign["search_keys"] = keys
@@ -164,13 +167,28 @@ class TrialRecord:
     reports: list[dict[str, Any]]
     provenance: dict[str, Any]
     error: str | None
+    live: bool = False  # Tune's saved state has it running or pending
 
     @property
     def config(self) -> dict[str, Any]:
         return self.provenance.get("config") or {}
 
 
-def read_trial(folder: Path) -> TrialRecord:
+def live_trial_folders(root: Path) -> set[str]:
+    """Folders of the trials that Tune's newest saved state has RUNNING, PENDING or PAUSED."""
+    states = sorted(root.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return set()
+    try:
+        data = json.loads(states[-1].read_text())
+        trials = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return set()  # a format this version does not know: no trial is called unfinished
+    return {str(t.get("relative_logdir")) for t in trials
+            if t.get("status") in ("RUNNING", "PENDING", "PAUSED")}
+
+
+def read_trial(folder: Path, *, live: bool = False) -> TrialRecord:
     reports = read_reports(folder / "result.json")
     params = _read_json(folder / "params.json")
     provenance = _read_json(folder / "provenance.json")
@@ -184,7 +202,7 @@ def read_trial(folder: Path) -> TrialRecord:
     if error_file.is_file():
         lines = [line.strip() for line in error_file.read_text(errors="replace").splitlines()]
         error = next((line for line in reversed(lines) if line), "error.txt is empty")
-    return TrialRecord(folder, params, reports, provenance, error)
+    return TrialRecord(folder, params, reports, provenance, error, live)
 
 
 def read_reports(path: Path) -> list[dict[str, Any]]:
@@ -221,12 +239,12 @@ def trial_status(record: TrialRecord) -> str:
     if record.error is not None and not (last and last.get("finished")):
         return "errored"
     if last is None:
-        return "pending"
+        return "unfinished" if record.live else "pending"
     if last.get("diverged"):
         return "diverged"
     if last.get("finished"):
         return "completed"
-    return "stopped"
+    return "unfinished" if record.live else "stopped"
 
 
 def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "stopped", "diverged", "errored", "pending")
+STATUSES = ("completed", "stopped", "diverged", "errored", "unfinished", "pending")
 _TIME = pa.timestamp("ms", tz="UTC")
 
 TRIAL_FIELDS = (

@@ -41,7 +41,12 @@ def build_spec(path: str, *, smoke: bool = False, num_samples: int | None = None
     from ngpt_tune.spec import load_spec
 
     spec = load_spec(path)
-    return _adjust(spec, smoke=smoke, num_samples=num_samples, overrides=overrides or {})
+    spec = _adjust(spec, smoke=smoke, num_samples=num_samples, overrides=overrides or {})
+    try:
+        spec.check_data()
+    except ConfigError as err:
+        raise err.with_source(str(spec.source)) from None
+    return spec
 
 
 def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
@@ -119,16 +124,26 @@ def _tune_environment() -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 
+def ray_init_kwargs(options: RunOptions) -> dict[str, Any]:
+    """Arguments of ``ray.init``: an existing cluster when an address is given (or in
+    RAY_ADDRESS), else a local instance whose dashboard, if asked for, binds to 127.0.0.1
+    unless the user names another host."""
+    kwargs: dict[str, Any] = {
+        "address": options.address or os.environ.get("RAY_ADDRESS") or None,
+        "include_dashboard": options.dashboard,
+        "log_to_driver": True,
+    }
+    if options.dashboard and not kwargs["address"]:
+        kwargs["dashboard_host"] = options.dashboard_host
+    return kwargs
+
+
 def init_ray(options: RunOptions) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    address = options.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": options.dashboard, "log_to_driver": True}
-    if options.dashboard and not address:
-        kwargs["dashboard_host"] = options.dashboard_host
-    context = ray.init(address=address, **kwargs)
+    context = ray.init(**ray_init_kwargs(options))
     if options.dashboard:
         url = context.dashboard_url
         print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not available "

@@ -27,7 +27,7 @@ from ngpt_tune.config import (
     nest_dotted,
     set_dotted,
 )
-from ngpt_tune.errors import ConfigError, unknown_key_message
+from ngpt_tune.errors import ConfigError, DataError, unknown_key_message
 
 VARIANT_KEY = "variant"
 SEED_KEY = "train.seed"
@@ -236,6 +236,27 @@ class CampaignSpec:
     def is_active(self, param: Param, values: dict[str, Any]) -> bool:
         return all(self.effective(k, values) in allowed for k, allowed in (param.when or {}).items())
 
+    def check_data(self) -> None:
+        """Open the shard headers of every data folder the campaign can use, so that a
+        missing, empty or corrupt shard fails here, before Ray starts."""
+        from ngpt_tune.data import resolve_shards  # the data module is heavier: import late
+
+        candidates: list[tuple[str, dict[str, Any]]] = [("base.data", {})]
+        candidates += [(f"variants.{n}", {VARIANT_KEY: n}) for n in self.variants]
+        candidates += [(f"search.{p.key}", {p.key: v}) for p in self.params
+                       if p.key.startswith("data.") and DISTRIBUTIONS[p.dist] is None
+                       for v in p.args]
+        checked = set()
+        for key, values in candidates:
+            data = self.resolve(values).data
+            if data.dir == BUILTIN_DATA or data in checked:
+                continue
+            checked.add(data)
+            try:
+                resolve_shards(data)
+            except DataError as err:
+                raise ConfigError(str(err), key=key) from None
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["params"] = {p.key: p.describe() for p in self.params}
@@ -330,8 +351,8 @@ def parse_spec(raw: Any, *, source: str | None = None) -> CampaignSpec:
         compare=_parse_compare(raw.get("compare"), params, variants),
         source=source,
     )
-    _check_searcher(spec)
     _check_configs(spec)
+    _check_searcher(spec)
     return spec
 
 
@@ -417,8 +438,10 @@ def _flatten_search(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         full = f"{prefix}{key}"
-        is_section = isinstance(value, dict) and not (set(value) & (set(DISTRIBUTIONS) | {"when"}))
-        if is_section and value:
+        # a section holds only mappings ({alpha: {uniform: [...]}}); anything else is a body
+        is_section = isinstance(value, dict) and value and all(
+            isinstance(v, dict) for v in value.values()) and not set(value) & {"when"}
+        if is_section:
             out.update(_flatten_search(value, full + "."))
         else:
             out[full] = value

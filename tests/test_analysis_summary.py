@@ -68,6 +68,7 @@ def test_stopped_trials_are_listed_with_their_budget_never_ranked(alpha_lr_summa
         "stopped": 1,
         "diverged": 1,
         "errored": 1,
+        "unfinished": 0,
         "pending": 0,
     }
 

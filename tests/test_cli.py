@@ -1,0 +1,147 @@
+"""Bad input never starts Ray and never prints a traceback: one line, file and key, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ngpt_tune.data import write_shard
+
+GOOD = """\
+name: t
+search:
+  model.alpha: {uniform: [0.05, 0.3]}
+base:
+  model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}
+  data: {dir: builtin, batch_size: 4}
+  train: {steps: 20, eval_every: 5}
+"""
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "ngpt_tune", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, env=env)
+
+
+def spec_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return path
+
+
+def shards(folder: Path, *, corrupt: str | None = None) -> Path:
+    folder.mkdir()
+    write_shard(folder / "fineweb_train_000001.bin", np.arange(5000) % 50000)
+    val = folder / "fineweb_val_000000.bin"
+    write_shard(val, np.arange(3000) % 50000)
+    if corrupt == "magic":
+        data = bytearray(val.read_bytes())
+        data[0:4] = (123).to_bytes(4, "little")
+        val.write_bytes(bytes(data))
+    elif corrupt == "truncated":
+        val.write_bytes(val.read_bytes()[:-100])
+    return folder
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("ngpt-tune: error: ")
+    assert "Traceback" not in out.stderr
+    assert "Ray" not in out.stdout + out.stderr  # nothing was started
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+CASES = {
+    "not yaml": (GOOD.replace("search:", "search: [oops"), ["not valid YAML at line"]),
+    "unknown top key": (GOOD.replace("search:", "serach:"),
+                        ["key 'serach'", "did you mean 'search'"]),
+    "unknown config key": (GOOD.replace("n_layer", "n_layers"),
+                           ["key 'base.model.n_layers'", "did you mean 'n_layer'"]),
+    "unknown searched key": (GOOD.replace("model.alpha:", "model.alhpa:"),
+                             ["key 'search.model.alhpa'", "did you mean 'alpha'"]),
+    "unknown distribution": (GOOD.replace("uniform:", "unifrom:"),
+                             ["key 'search.model.alpha.unifrom'", "did you mean 'uniform'"]),
+    "wrong type": (GOOD + "num_samples: many\n", ["key 'num_samples'", "integer"]),
+    "negative lr": (GOOD.replace("train: {", "optim: {lr: -0.001}\n  train: {"),
+                    ["key 'base.optim.lr'", "> 0"]),
+    "alpha out of range": (GOOD.replace("[0.05, 0.3]", "[0.05, 1.5]"),
+                           ["key 'search.model.alpha'", "1.5", "(0, 1]"]),
+    "n_embd vs n_head": (GOOD.replace("n_head: 2", "n_head: 3"),
+                         ["key 'base.model.n_embd'", "divisible"]),
+    "grace above max": (GOOD + "scheduler: {name: asha, time_attr: step, grace_period: 50}\n",
+                        ["key 'scheduler.grace_period'", "above the max budget"]),
+    "empty search": (GOOD.replace("  model.alpha: {uniform: [0.05, 0.3]}\n", ""),
+                     ["key 'search'", "empty"]),
+    "grid needs grid values": (GOOD + "searcher: grid\n", ["key 'search.model.alpha'", "grid"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_spec_is_one_line_naming_file_and_key(tmp_path, case):
+    text, needles = CASES[case]
+    path = spec_file(tmp_path, text)
+    for command in ("validate", "run"):
+        assert_one_line_error(cli(command, str(path), "--storage", str(tmp_path / "r"))
+                              if command == "run" else cli(command, str(path)),
+                              str(path), *needles)
+    assert not (tmp_path / "r").exists()  # run wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("problem", "needles"),
+    [
+        ("missing", ["key 'base.data.dir'", "does not exist", "download-fineweb"]),
+        ("empty", ["key 'base.data'", "fineweb_train_*.bin"]),
+        ("magic", ["key 'base.data'", "fineweb_val_000000.bin", "magic"]),
+        ("truncated", ["key 'base.data'", "fineweb_val_000000.bin"]),
+    ],
+)
+def test_bad_data_folder_is_one_line(tmp_path, problem, needles):
+    folder = tmp_path / "shards"
+    if problem == "empty":
+        folder.mkdir()
+    elif problem != "missing":
+        shards(folder, corrupt=problem)
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {folder}"))
+    assert_one_line_error(cli("validate", str(path)), str(path), *needles)
+
+
+def test_good_data_folder_validates(tmp_path):
+    folder = shards(tmp_path / "shards")
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {folder}"))
+    out = cli("validate", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "trials  1" in out.stdout and f"data {folder}" in out.stdout
+
+
+def test_set_overrides_are_checked(tmp_path):
+    path = spec_file(tmp_path, GOOD)
+    assert_one_line_error(cli("validate", str(path), "--set", "model.alhpa=0.2"),
+                          "--set", "did you mean 'alpha'")
+    out = cli("validate", str(path), "--set", "train.steps=40", "--num-samples", "3")
+    assert out.returncode == 0 and "40 steps" in out.stdout and "trials  3" in out.stdout
+
+
+def test_missing_spec_and_missing_experiment(tmp_path):
+    assert_one_line_error(cli("validate", str(tmp_path / "nope.yaml")), "file not found")
+    assert_one_line_error(cli("resume", str(tmp_path / "nope")), "no such experiment folder")
+    (tmp_path / "not_an_experiment").mkdir()
+    assert_one_line_error(cli("resume", str(tmp_path / "not_an_experiment")),
+                          "not an ngpt-tune experiment folder")
+
+
+def test_validate_prints_the_resolved_space(tmp_path):
+    path = spec_file(tmp_path, GOOD + "num_samples: 6\nrepeats: 2\n")
+    out = cli("validate", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "model.alpha: uniform(0.05, 0.3)" in out.stdout
+    assert "trials  12 (6 samples x 2 seed(s))" in out.stdout

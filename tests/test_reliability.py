@@ -1,0 +1,107 @@
+"""One bad trial never sinks a campaign; Ctrl-C saves state; checkpoints are bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ngpt_tune.data import write_shard
+from ngpt_tune.runner import RunOptions, build_spec, ray_init_kwargs, run_campaign
+from test_runner import ray_session, results, trial_dirs, write_spec  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def test_diverging_and_crashing_trials_do_not_stop_the_campaign(ray_session, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(shards / "fineweb_train_000001.bin", np.arange(4000) % 50000)
+    write_shard(shards / "fineweb_val_000000.bin", np.arange(2000) % 50000)
+    spec_path = write_spec(tmp_path, f"""
+name: faults
+variants:
+  ok: {{}}
+  diverges: {{model.arch: gpt, optim.lr: 1.0e+30, optim.grad_clip: 0.0}}
+  crashes: {{data.dir: {shards}}}
+search:
+  variant: {{grid: [ok, diverges, crashes]}}
+searcher: grid
+scheduler: fifo
+max_failures: 1
+""", steps=12, eval_every=4)
+    spec = build_spec(str(spec_path))  # validated while the shards are fine...
+    train = shards / "fineweb_train_000001.bin"
+    train.write_bytes(train.read_bytes()[:-10])  # ...then one is truncated under the campaign
+    experiment = Path(run_campaign(spec, RunOptions(storage=str(tmp_path / "r"), name="faults"),
+                                   argv=[], rebuild={}))
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert summary["counts"]["completed"] == 1
+    assert summary["counts"]["diverged"] == 1
+    assert summary["counts"]["errored"] == 1
+    failed = {f["status"]: f for f in summary["failed"]}
+    assert "fineweb_train_000001.bin" in failed["errored"]["error"]
+    crashed = next(t for t in trial_dirs(experiment) if (t / "error.txt").exists())
+    assert (crashed / "error.txt").read_text().count("Failure #") == 2  # retried once
+    diverged = next(t for t in trial_dirs(experiment) if results(t) and results(t)[-1]["diverged"])
+    assert results(diverged)[-1]["step"] == 4  # stopped at its first evaluation
+    assert [r["trial_id"] for r in summary["ranking"]] != []
+
+
+def test_checkpoints_are_kept_to_the_configured_number(ray_session, tmp_path):
+    spec_path = write_spec(tmp_path, """
+name: disk
+search:
+  model.alpha: {grid: [0.1]}
+searcher: grid
+scheduler: fifo
+checkpoint: {every: 2, keep: 2}
+""", steps=12, eval_every=2)
+    experiment = Path(run_campaign(build_spec(str(spec_path)),
+                                   RunOptions(storage=str(tmp_path / "r"), name="disk"),
+                                   argv=[], rebuild={}))
+    (trial,) = trial_dirs(experiment)
+    assert len(results(trial)) == 6  # six checkpointed reports...
+    assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
+
+
+def test_dashboard_binds_to_localhost_unless_told_otherwise():
+    assert ray_init_kwargs(RunOptions(dashboard=True))["dashboard_host"] == "127.0.0.1"
+    assert ray_init_kwargs(RunOptions(dashboard=True, dashboard_host="0.0.0.0"))[
+        "dashboard_host"] == "0.0.0.0"
+    assert ray_init_kwargs(RunOptions())["include_dashboard"] is False
+
+
+def test_ctrl_c_saves_state_and_prints_the_resume_command(tmp_path):
+    spec_path = write_spec(tmp_path, """
+name: interrupt
+search:
+  model.alpha: {grid: [0.05, 0.3]}
+searcher: grid
+scheduler: fifo
+max_concurrent_trials: 1
+""", steps=2000, eval_every=10)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    experiment = tmp_path / "r" / "exp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
+         str(tmp_path / "r"), "--name", "exp"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:  # wait until the first trial has reported twice
+            if list(experiment.glob("trial_*/checkpoint_000001")):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert f"resume with `python -m ngpt_tune resume {experiment}`" in out
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert summary["counts"]["unfinished"] >= 1 and summary["counts"]["completed"] == 0
