@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from campaign_helpers import results, trial_dirs, write_spec
 
 from ngpt_tune.data import write_shard
 from ngpt_tune.runner import RunOptions, build_spec, ray_init_kwargs, run_campaign
-from test_runner import ray_session, results, trial_dirs, write_spec  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ max_concurrent_trials: 1
          str(tmp_path / "r"), "--name", "exp"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for line in proc.stdout:  # wait until the first trial has reported twice
+        for _line in proc.stdout:  # wait until the first trial has reported twice
             if list(experiment.glob("trial_*/checkpoint_000001")):
                 break
         proc.send_signal(signal.SIGINT)

@@ -1,6 +1,6 @@
 """Real Ray Tune campaigns on the CPU with tiny models: Optuna + ASHA, grid, resume, smoke.
 
-One Ray instance serves the in-process tests (``ray_session``); the resume test runs the CLI
+One Ray instance serves the in-process tests (``ray_session`` in conftest); the resume test runs the CLI
 in subprocesses from outside the repository, as a user would, with Ray workers importing the
 installed packages.
 """
@@ -17,54 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from ngpt_tune.runner import RunOptions, build_spec, run_campaign
+from campaign_helpers import results, run, trial_dirs, write_spec
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_BASE = """
-base:
-  model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}
-  optim: {lr: 1.0e-2}
-  data: {dir: builtin, batch_size: 4, val_tokens: 512}
-  train: {steps: STEPS, eval_every: EVAL, device: cpu}
-"""
-
-
-def write_spec(tmp_path: Path, body: str, *, steps: int = 24, eval_every: int = 6) -> Path:
-    base = TINY_BASE.replace("STEPS", str(steps)).replace("EVAL", str(eval_every))
-    path = tmp_path / "spec.yaml"
-    path.write_text(body + base)
-    return path
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-def run(spec_path: Path, storage: Path, name: str, **kw) -> Path:
-    spec = build_spec(str(spec_path), **kw)
-    rebuild = {"yaml": spec_path.read_text(), "smoke": kw.get("smoke", False),
-               "num_samples": None, "overrides": {}}
-    return Path(run_campaign(spec, RunOptions(storage=str(storage), name=name),
-                             argv=["run", str(spec_path)], rebuild=rebuild))
-
-
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
-
-
-def results(trial: Path) -> list[dict]:
-    lines = (trial / "result.json").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip().endswith("}")]
 
 
 def test_optuna_asha_campaign_prunes_and_records_provenance(ray_session, tmp_path):

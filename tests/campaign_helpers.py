@@ -1,0 +1,42 @@
+"""Helpers for tests that run real campaigns: tiny specs, trial folders, their reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ngpt_tune.runner import RunOptions, build_spec, run_campaign
+
+TINY_BASE = """
+base:
+  model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}
+  optim: {lr: 1.0e-2}
+  data: {dir: builtin, batch_size: 4, val_tokens: 512}
+  train: {steps: STEPS, eval_every: EVAL, device: cpu}
+"""
+
+
+def write_spec(tmp_path: Path, body: str, *, steps: int = 24, eval_every: int = 6) -> Path:
+    base = TINY_BASE.replace("STEPS", str(steps)).replace("EVAL", str(eval_every))
+    path = tmp_path / "spec.yaml"
+    path.write_text(body + base)
+    return path
+
+
+def run(spec_path: Path, storage: Path, name: str, **kw) -> Path:
+    spec = build_spec(str(spec_path), **kw)
+    rebuild = {"yaml": spec_path.read_text(), "smoke": kw.get("smoke", False),
+               "num_samples": None, "overrides": {}}
+    return Path(run_campaign(spec, RunOptions(storage=str(storage), name=name),
+                             argv=["run", str(spec_path)], rebuild=rebuild))
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def results(trial: Path) -> list[dict]:
+    lines = (trial / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
+
