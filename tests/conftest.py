@@ -37,3 +37,14 @@ def ray_session():
     ray.shutdown()
 
 
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(ray_session, tmp_path_factory):
+    """A real experiment folder: search_spaces/quickstart.yaml run with --smoke."""
+    from pathlib import Path
+
+    from campaign_helpers import run
+
+    spec = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
+    return run(spec, tmp_path_factory.mktemp("smoke"), "quickstart", smoke=True)

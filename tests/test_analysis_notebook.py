@@ -1,22 +1,23 @@
-"""notebooks/explore_results.ipynb runs top to bottom against a hand-made experiment."""
+"""notebooks/explore_results.ipynb runs top to bottom against a real smoke experiment."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from analysis_fixtures import make_alpha_lr
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "explore_results.ipynb"
 
 
 @pytest.mark.slow
-def test_notebook_executes(tmp_path, monkeypatch):
+def test_notebook_executes(smoke_experiment, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    experiment = make_alpha_lr(tmp_path / "alpha_lr")
+    experiment = tmp_path / "quickstart"
+    shutil.copytree(smoke_experiment, experiment, ignore=shutil.ignore_patterns("*.parquet"))
     monkeypatch.setenv("NGPT_EXPERIMENT", str(experiment))
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -36,7 +37,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
-    assert "campaign alpha_lr: 10 trials" in text
+    assert "campaign quickstart: 4 trials" in text
     images = [
         o
         for cell in notebook.cells
