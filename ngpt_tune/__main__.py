@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ngpt_tune.config import Config
     from ngpt_tune.train import fit
 
-    config = Config.from_yaml(args.config) if args.config else Config()
+    config = Config.from_yaml(args.config)
     if args.set:
         try:
             config = config.override(parse_sets(args.set))
@@ -122,7 +122,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
     from ngpt_tune.prepare import prepare_data
 
     summary = prepare_data([Path(p) for p in args.inputs], Path(args.out),
-                           val_fraction=args.val_fraction, shard_tokens=args.shard_tokens)
+                           val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
+                           overwrite=args.overwrite)
     print(summary)
     return 0
 
@@ -194,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec_args(validate)
 
     train = sub.add_parser("train", help=cmd_train.__doc__)
-    train.add_argument("config", nargs="?", help="a config YAML (model/optim/data/train "
-                       "sections); default: the built-in tiny config")
+    train.add_argument("config", help="a config YAML with model/optim/data/train sections "
+                       "(configs/tiny.yaml: a tiny nGPT on the built-in corpus)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
     train.add_argument("--checkpoint-dir", help="save here at every evaluation; resume from "
                        "it when it holds a checkpoint")
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="output folder for the shards")
     prep.add_argument("--val-fraction", type=float, default=0.01)
     prep.add_argument("--shard-tokens", type=int, default=100_000_000)
+    prep.add_argument("--overwrite", action="store_true",
+                      help="replace token shards already in --out")
 
     dl = sub.add_parser("download-fineweb", help=cmd_download_fineweb.__doc__)
     dl.add_argument("--shards", type=int, default=2, help="training shards (100M tokens each)")

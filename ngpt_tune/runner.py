@@ -128,12 +128,11 @@ def ray_init_kwargs(options: RunOptions) -> dict[str, Any]:
     """Arguments of ``ray.init``: an existing cluster when an address is given (or in
     RAY_ADDRESS), else a local instance whose dashboard, if asked for, binds to 127.0.0.1
     unless the user names another host."""
-    kwargs: dict[str, Any] = {
-        "address": options.address or os.environ.get("RAY_ADDRESS") or None,
-        "include_dashboard": options.dashboard,
-        "log_to_driver": True,
-    }
-    if options.dashboard and not kwargs["address"]:
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    if address:  # the cluster's own settings (dashboard included) stay as they are
+        return {"address": address, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"include_dashboard": options.dashboard, "log_to_driver": True}
+    if options.dashboard:
         kwargs["dashboard_host"] = options.dashboard_host
     return kwargs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,20 @@ def test_validate_prints_the_resolved_space(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "model.alpha: uniform(0.05, 0.3)" in out.stdout
     assert "trials  12 (6 samples x 2 seed(s))" in out.stdout
+
+
+def test_prepare_data_then_validate_a_spec_on_it(tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("The normalized Transformer keeps every vector on the unit sphere. " * 200)
+    more = tmp_path / "more.jsonl"
+    more.write_text("\n".join(json.dumps({"text": f"document {i} " * 50}) for i in range(20)))
+    out = cli("prepare-data", str(docs), str(more), "--out", str(tmp_path / "shards"),
+              "--val-fraction", "0.2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith("21 documents, ")
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
+    again = cli("prepare-data", str(docs), str(more), "--out", str(tmp_path / "shards"))
+    assert_one_line_error(again, "shards")  # never overwrites silently
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {tmp_path / 'shards'}"))
+    assert cli("validate", str(path)).returncode == 0
