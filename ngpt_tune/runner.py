@@ -142,7 +142,14 @@ def init_ray(options: RunOptions) -> None:
 
     if ray.is_initialized():
         return
-    context = ray.init(**ray_init_kwargs(options))
+    kwargs = ray_init_kwargs(options)
+    try:
+        context = ray.init(**kwargs)
+    except ConnectionError as err:
+        raise NgptTuneError(
+            f"could not connect to the Ray cluster at {kwargs.get('address')}: {err}; is it "
+            "running (`ray status`), and does this machine hold the cluster's auth token "
+            "(~/.ray/auth_token)?") from None
     if options.dashboard:
         url = context.dashboard_url
         print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not available "
