@@ -41,7 +41,7 @@ from analysis.schema import (
     to_frame,
     trials_schema,
 )
-from ngpt_tune.config import ModelConfig
+from ngpt_tune.config import ModelConfig, flatten_dotted
 from ngpt_tune.errors import ConfigError
 from ngpt_tune.flops import flops_per_token
 
@@ -196,7 +196,7 @@ def read_trial(folder: Path, *, live: bool = False) -> TrialRecord:
         params = (
             (reports[-1].get("config") if reports else None) or provenance.get("searched") or {}
         )
-    params = {k: v for k, v in flatten(params).items() if k not in IGNORED_PARAMS}
+    params = {k: v for k, v in flatten_dotted(params).items() if k not in IGNORED_PARAMS}
     error_file = folder / "error.txt"
     error = None
     if error_file.is_file():
@@ -222,16 +222,6 @@ def read_reports(path: Path) -> list[dict[str, Any]]:
     return reports
 
 
-def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"alpha": 0.1}}`` -> ``{"model.alpha": 0.1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def trial_status(record: TrialRecord) -> str:
@@ -251,7 +241,7 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
     """The fixed columns of one trial, and its configuration values by dotted key."""
     prov, reports = record.provenance, record.reports
     last = reports[-1] if reports else {}
-    values = flatten(record.config)
+    values = flatten_dotted(record.config)
     for key, value in record.params.items():
         values.setdefault(key, value)
     variant = prov.get("variant", record.params.get("variant"))

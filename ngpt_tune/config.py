@@ -222,6 +222,18 @@ def nest_dotted(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def flatten_dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"alpha": 0.1}}`` -> ``{"model.alpha": 0.1}`` (the inverse of nest_dotted)."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_dotted(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     """Set ``target["a"]["b"] = value`` for ``key = "a.b"``, merging nested dicts."""
     head, _, rest = key.partition(".")

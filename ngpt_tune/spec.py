@@ -23,6 +23,7 @@ from ngpt_tune.config import (
     BUILTIN_DATA,
     Config,
     build_section,
+    flatten_dotted,
     load_yaml,
     nest_dotted,
     set_dotted,
@@ -388,19 +389,8 @@ def _parse_variants(raw: Any) -> dict[str, dict[str, Any]]:
         overrides = overrides or {}
         if not isinstance(overrides, dict):
             raise ConfigError("must be a mapping of config keys", key=f"variants.{name}")
-        variants[str(name)] = _flatten(overrides)
+        variants[str(name)] = flatten_dotted(overrides)
     return variants
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
 
 
 def _parse_search(raw: Any, variants: dict[str, dict[str, Any]]) -> tuple[Param, ...]:
@@ -484,7 +474,7 @@ def _parse_when(raw: Any, key: str) -> dict[str, tuple[Any, ...]] | None:
         return None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("expected a mapping {key: value or [values]}", key=key)
-    return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in _flatten(raw).items()}
+    return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in flatten_dotted(raw).items()}
 
 
 def _parse_compare(raw: Any, params: tuple[Param, ...], variants: dict) -> CompareSpec | None:
