@@ -51,7 +51,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = build_spec(args.spec, smoke=args.smoke, num_samples=args.num_samples,
                       overrides=parse_sets(args.set))
     base = spec.base_config
-    print(f"{spec.name}: {spec.description.splitlines()[0] if spec.description else ''}")
+    print(f"{spec.name}: {spec.description.split('. ')[0].rstrip('.')}." if spec.description
+          else spec.name)
     print(f"  model   {base.model.arch} {base.model.n_layer}x{base.model.n_embd} "
           f"(n_head {base.model.n_head}, block {base.model.block_size}), "
           f"batch {base.data.batch_size}, {base.train.steps} steps, data {base.data.dir}")
@@ -70,8 +71,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         scheduler += (f" ({spec.scheduler.time_attr}: grace {grace:g}, max {max_t:g}, "
                       f"reduction {spec.scheduler.reduction_factor:g})")
     print(f"  scheduler {scheduler}")
-    print(f"  trials  {spec.trial_count()} ({spec.num_samples} samples x {spec.repeats} "
-          f"seed(s){', grid' if spec.searcher.name == 'grid' else ''})")
+    configs = spec.trial_count() // spec.repeats
+    what = "grid points" if spec.searcher.name == "grid" else "samples"
+    print(f"  trials  {spec.trial_count()} ({configs} {what} x {spec.repeats} seed(s))")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,6 +273,8 @@ def build_section(cls: type, value: Any, *, prefix: str) -> Any:
 
 def _coerce(value: Any, hint: Any, *, key: str) -> Any:
     """Check ``value`` against a type hint; ints pass as floats, lists as tuples."""
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -308,8 +311,18 @@ def _coerce(value: Any, hint: Any, *, key: str) -> Any:
             except ValueError:
                 pass
     elif hint is str and isinstance(value, str):
-        return os.path.expanduser(os.path.expandvars(value)) if key.endswith(".dir") else value
+        return _expand_path(value, key) if key.endswith(".dir") else value
     raise ConfigError(f"expected {_describe(hint)}, got {value!r}", key=key)
+
+
+def _expand_path(value: str, key: str) -> str:
+    """``~`` and ``$VARS`` in a folder; an unset variable is an error that names it."""
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    unset = re.findall(r"\$\{?(\w+)", expanded)
+    if unset:
+        raise ConfigError(f"environment variable {unset[0]} is not set (in {value!r}); "
+                          f"{FINEWEB_HINT}", key=key)
+    return expanded
 
 
 def _describe(hint: Any) -> str:

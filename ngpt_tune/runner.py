@@ -131,7 +131,10 @@ def ray_init_kwargs(options: RunOptions) -> dict[str, Any]:
     address = options.address or os.environ.get("RAY_ADDRESS") or None
     if address:  # the cluster's own settings (dashboard included) stay as they are
         return {"address": address, "log_to_driver": True}
-    kwargs: dict[str, Any] = {"include_dashboard": options.dashboard, "log_to_driver": True}
+    # "local": a new instance, even where `ray start` left a cluster behind (`--address auto`
+    # is how to use that one)
+    kwargs: dict[str, Any] = {"address": "local", "include_dashboard": options.dashboard,
+                              "log_to_driver": True}
     if options.dashboard:
         kwargs["dashboard_host"] = options.dashboard_host
     return kwargs

@@ -22,6 +22,7 @@ from typing import Any, Literal, Union
 from ngpt_tune.config import (
     BUILTIN_DATA,
     Config,
+    TrainConfig,
     build_section,
     flatten_dotted,
     load_yaml,
@@ -155,7 +156,7 @@ class CampaignSpec:
     # ---- derived views -------------------------------------------------------------------
     @property
     def base_config(self) -> Config:
-        return Config.from_dict(copy.deepcopy(self.base)).override(self.forced)
+        return self.resolve({})
 
     @property
     def search_keys(self) -> list[str]:
@@ -214,8 +215,8 @@ class CampaignSpec:
             if value is not None:  # None: a conditional parameter that is not active
                 set_dotted(merged, key, value)
         if index is not None:
-            seed = Config.from_dict(copy.deepcopy(merged)).train.seed
-            set_dotted(merged, SEED_KEY, seed + int(index))
+            seed = merged.get("train", {}).get("seed", TrainConfig().seed)
+            set_dotted(merged, SEED_KEY, int(seed) + int(index))
         for key, value in self.forced.items():
             set_dotted(merged, key, value)
         return merged
@@ -242,21 +243,23 @@ class CampaignSpec:
         missing, empty or corrupt shard fails here, before Ray starts."""
         from ngpt_tune.data import resolve_shards  # the data module is heavier: import late
 
-        candidates: list[tuple[str, dict[str, Any]]] = [("base.data", {})]
+        candidates: list[tuple[str, dict[str, Any]]] = [("base", {})]
         candidates += [(f"variants.{n}", {VARIANT_KEY: n}) for n in self.variants]
-        candidates += [(f"search.{p.key}", {p.key: v}) for p in self.params
+        candidates += [("search", {p.key: v}) for p in self.params
                        if p.key.startswith("data.") and DISTRIBUTIONS[p.dist] is None
                        for v in p.args]
         checked = set()
-        for key, values in candidates:
-            data = self.resolve(values).data
-            if data.dir == BUILTIN_DATA or data in checked:
-                continue
-            checked.add(data)
+        for prefix, values in candidates:
             try:
+                data = self.resolve(values).data
+                if data.dir == BUILTIN_DATA or data in checked:
+                    continue
+                checked.add(data)
                 resolve_shards(data)
+            except ConfigError as err:
+                raise err.under(prefix) from None
             except DataError as err:
-                raise ConfigError(str(err), key=key) from None
+                raise ConfigError(str(err), key=f"{prefix}.data") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -269,7 +272,7 @@ class CampaignSpec:
         for key, value in flat.items():
             set_dotted(base, key, value)
         spec = dataclasses.replace(self, base=base)
-        _check_configs(spec)
+        _check_configs(_without_data(spec))
         return spec
 
     def smoke_version(self) -> CampaignSpec:
@@ -352,8 +355,8 @@ def parse_spec(raw: Any, *, source: str | None = None) -> CampaignSpec:
         compare=_parse_compare(raw.get("compare"), params, variants),
         source=source,
     )
-    _check_configs(spec)
-    _check_searcher(spec)
+    _check_configs(_without_data(spec))
+    _check_searcher(_without_data(spec))
     return spec
 
 
@@ -488,6 +491,12 @@ def _parse_compare(raw: Any, params: tuple[Param, ...], variants: dict) -> Compa
         raise ConfigError(f"{compare.baseline!r} is not a value of {compare.by}",
                           key="compare.baseline")
     return compare
+
+
+def _without_data(spec: CampaignSpec) -> CampaignSpec:
+    """The spec with the built-in corpus: parsing checks everything but the data folders,
+    which :meth:`CampaignSpec.check_data` checks once ``--smoke`` and ``--set`` are known."""
+    return dataclasses.replace(spec, forced={**spec.forced, "data.dir": BUILTIN_DATA})
 
 
 def _check_searcher(spec: CampaignSpec) -> None:

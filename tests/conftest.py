@@ -32,7 +32,7 @@ def ray_session():
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
