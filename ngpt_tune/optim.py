@@ -72,7 +72,6 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     rest under AdamW as above.
     """
     groups = model.param_groups()
-    on_cuda = next(model.parameters()).is_cuda
     lr_other = cfg.lr * cfg.lr_other_scale
     adam_groups = [
         {"params": groups["embed"], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -87,8 +86,10 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
                                "weight_decay": cfg.weight_decay})
     adam_cls = torch.optim.AdamW if cfg.name in ("adamw", "muon") else torch.optim.Adam
     adam_groups = [g for g in adam_groups if g["params"]]
+    # fused: one kernel pass per tensor (read p, g, m, v; write p, m, v) on CUDA and on CPU,
+    # where the default single-tensor loop makes ~10 passes (8x slower on a 50K x 256 matrix)
     optimizers.append(adam_cls(adam_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                               fused=on_cuda or None))
+                               fused=True))
     for opt in optimizers:
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]

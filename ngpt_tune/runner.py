@@ -202,6 +202,7 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
             num_samples=tune_num_samples(spec),
             max_concurrent_trials=spec.max_concurrent_trials or None,
             trial_dirname_creator=_trial_dirname,
+            reuse_actors=True,  # every trial asks the same resources: keep warm workers
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,24 +11,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ngpt_tune.config import BUILTIN_DATA, Config, flatten_dotted
 from ngpt_tune.data import write_shard
 from ngpt_tune.runner import build_spec
-from ngpt_tune.spec import SMOKE_MAX_TRIALS, VARIANT_KEY
+from ngpt_tune.spec import SMOKE_MAX_TRIALS, SMOKE_MODEL, VARIANT_KEY, CampaignSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = sorted((REPO / "search_spaces").glob("*.yaml"))
+FULL_SIZE = [p for p in SPECS if p.stem != "quickstart"]  # the ones that read FineWeb10B
 TRIALS = {  # full size: configurations x seeds
-    "quickstart": 8, "alpha_sweep": 12 * 3, "optimization": 6 * 2 * 2, "advanced": 40,
-    "architectural": 12 * 3, "gated": 32, "final": 3 * 5,
+    "quickstart": 8,
+    "alpha_sweep": 12 * 3,  # 12 alpha values x 3 seeds
+    "optimization": 6 * 2 * 3,  # proj_every x alpha_mode x 3 seeds
+    "advanced": 40,
+    "architectural": 12 * 3,  # 10 hypotheses + ngpt + gpt, x 3 seeds
+    "gated": 32,
+    "final": 4 * 5,  # gated, ungated production, ngpt, gpt, x 5 seeds
 }
 
 
 @pytest.fixture
 def fineweb(tmp_path, monkeypatch):
+    """A stand-in for the FineWeb10B folder: two tiny shards, found through NGPT_DATA_DIR."""
     write_shard(tmp_path / "fineweb_train_000001.bin", np.arange(20000) % 50257)
     write_shard(tmp_path / "fineweb_val_000000.bin", np.arange(20000) % 50257)
     monkeypatch.setenv("NGPT_DATA_DIR", str(tmp_path))
     return tmp_path
+
+
+def load(name: str) -> CampaignSpec:
+    return build_spec(str(REPO / "search_spaces" / f"{name}.yaml"))
+
+
+def arms(spec: CampaignSpec) -> dict[str, Config]:
+    return {name: spec.resolve({VARIANT_KEY: name}) for name in spec.variants}
+
+
+def differences(a: Config, b: Config) -> set[str]:
+    """The dotted config keys on which ``a`` and ``b`` differ."""
+    fa, fb = flatten_dotted(a.to_dict()), flatten_dotted(b.to_dict())
+    return {key for key in fa if fa[key] != fb[key]}
 
 
 def test_the_library_is_complete():
@@ -37,51 +61,100 @@ def test_the_library_is_complete():
 def test_full_size_spec_resolves(path, fineweb):
     spec = build_spec(str(path))
     assert spec.trial_count() == TRIALS[path.stem]
+    if spec.searcher.name == "grid":  # a grid runs every point, each with every seed
+        grid = math.prod(len(p.args) for p in spec.params)
+        assert spec.trial_count() == grid * spec.repeats
     assert spec.description and spec.params
     base = spec.base_config
     if path.stem != "quickstart":
         assert base.data.dir == str(fineweb)  # FineWeb10B from NGPT_DATA_DIR
         assert base.model.block_size == 128  # the seeds' context
-    for name in spec.variants:
-        spec.resolve({VARIANT_KEY: name})  # every arm is a valid Config
+        assert spec.resources.gpus_per_trial == "auto"
+    for config in arms(spec).values():  # every variant is a valid Config
+        assert config.data.dir == base.data.dir
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_smoke_version_is_cpu_sized(path, monkeypatch):
     monkeypatch.delenv("NGPT_DATA_DIR", raising=False)  # --smoke needs no data
     spec = build_spec(str(path), smoke=True)
-    assert spec.trial_count() <= SMOKE_MAX_TRIALS
-    base = spec.base_config
-    assert base.data.dir == "builtin" and base.train.device == "cpu"
-    assert base.model.n_embd <= 64 and base.train.steps <= 50
+    assert 1 <= spec.trial_count() <= SMOKE_MAX_TRIALS
+    assert spec.resources.gpus_per_trial == 0
+    for config in [spec.base_config, *arms(spec).values()]:  # the variants are shrunk too
+        assert config.data.dir == BUILTIN_DATA and config.train.device == "cpu"
+        assert config.model.n_embd == SMOKE_MODEL["n_embd"]
+        assert config.model.n_layer == SMOKE_MODEL["n_layer"]
+        assert config.train.steps <= 50
     assert not {p.key for p in spec.params} & {"model.n_layer", "model.n_embd", "data.batch_size"}
 
 
+@pytest.mark.parametrize("name", ["advanced", "gated"])
+def test_batch_sizes_are_compared_at_equal_tokens(name, fineweb):
+    spec = load(name)
+    budget = spec.asha_budgets()[1]
+    configs = arms(spec)
+    assert len({c.data.batch_size for c in configs.values()}) == len(configs) >= 3
+    for config in configs.values():
+        assert config.train.steps * config.tokens_per_step == budget  # the same data
+        assert config.train.eval_every * config.tokens_per_step == (  # reports at equal tokens
+            spec.base_config.train.eval_every * spec.base_config.tokens_per_step)
+    assert spec.scheduler.name == "asha" and spec.scheduler.time_attr == "tokens_seen"
+
+
+def test_the_sweeps_cover_the_paper_and_the_seeds(fineweb):
+    (alpha,) = load("alpha_sweep").params
+    assert len(alpha.args) == 12 and {0.05, 0.15, 0.28} <= set(alpha.args)
+    optimization = {p.key: p for p in load("optimization").params}
+    assert {1, 7, 10} <= set(optimization["model.proj_every"].args)  # paper 1, seeds 10 then 7
+    assert set(optimization["model.alpha_mode"].args) == {"vector", "scalar"}
+    advanced = load("advanced")
+    assert {c.data.batch_size for c in arms(advanced).values()} == {16, 24, 32, 48, 64}
+    scales = {p.key: p for p in advanced.params}["model.logit_scale"].args
+    assert set(scales) == {"learned", 10.0, 15.0, 20.0}
+    gated = {p.key: p for p in load("gated").params}
+    assert gated["model.alpha"].values == (0.05, 0.4)
+    assert gated["model.gate_init"].values == (-2.0, 2.0)
+    assert gated["optim.lr"].dist == "loguniform"
+
+
 def test_architectural_has_ten_hypotheses_and_two_baselines(fineweb):
-    spec = build_spec(str(REPO / "search_spaces/architectural.yaml"))
-    assert {"ngpt", "gpt"} <= set(spec.variants)
-    hypotheses = set(spec.variants) - {"ngpt", "gpt"}
+    spec = load("architectural")
+    configs = arms(spec)
+    assert {"ngpt", "gpt"} <= set(configs)
+    hypotheses = set(configs) - {"ngpt", "gpt"}
     assert len(hypotheses) >= 10
-    assert spec.variants["ngpt"] == {} and spec.resolve({VARIANT_KEY: "gpt"}).model.arch == "gpt"
+    ngpt = configs["ngpt"]
+    assert spec.variants["ngpt"] == {} and ngpt.model.arch == "ngpt"
+    assert configs["gpt"].model.arch == "gpt"
     for name in hypotheses:  # each one or two switches away from the plain nGPT
-        assert 1 <= len(spec.variants[name]) <= 2, name
+        assert 1 <= len(differences(configs[name], ngpt)) <= 2, name
+    assert len({str(configs[n].to_dict()) for n in hypotheses}) == len(hypotheses)  # distinct
+    assert configs["gated"].model.gated_residuals
+    assert len({c.train.steps * c.tokens_per_step for c in configs.values()}) == 1
+    assert spec.scheduler.name == "fifo" and spec.repeats >= 3
     assert spec.compare.by == VARIANT_KEY and spec.compare.baseline == "ngpt"
-    assert spec.resolve({VARIANT_KEY: "gated"}).model.gated_residuals
 
 
 def test_final_compares_at_equal_tokens_with_seeds(fineweb):
-    spec = build_spec(str(REPO / "search_spaces/final.yaml"))
-    assert spec.repeats >= 3 and spec.scheduler.name == "fifo"
-    arms = {name: spec.resolve({VARIANT_KEY: name}) for name in spec.variants}
-    assert len({c.train.steps * c.tokens_per_step for c in arms.values()}) == 1  # equal tokens
-    production = arms["gated_production"]
-    assert (production.model.alpha, production.optim.lr, production.model.proj_every) == (
-        0.15, 5e-4, 7)
-    assert arms["gpt"].model.arch == "gpt"
+    spec = load("final")
+    assert spec.repeats >= 3 and spec.scheduler.name == "fifo" and spec.searcher.name == "grid"
+    assert spec.compare.by == VARIANT_KEY and spec.compare.baseline == "ngpt"
+    configs = arms(spec)
+    assert {"gated_production", "ngpt", "gpt"} <= set(configs)
+    assert len({c.train.steps * c.tokens_per_step for c in configs.values()}) == 1
+    production = configs["gated_production"]
+    m, o = production.model, production.optim
+    assert m.gated_residuals and (m.alpha, m.proj_every, m.logit_scale, m.gate_init) == (
+        0.15, 7, 15.0, 0.0)
+    assert (o.lr, o.weight_decay) == (5e-4, 0.1)
+    ungated = configs["production_ungated"]  # the gates' own effect, nothing else
+    assert differences(production, ungated) == {"model.gated_residuals"}
+    assert configs["ngpt"].model.arch == "ngpt" and not configs["ngpt"].model.gated_residuals
+    assert configs["gpt"].model.arch == "gpt"
 
 
 def test_gated_gate_init_is_conditional(fineweb):
-    spec = build_spec(str(REPO / "search_spaces/gated.yaml"))
+    spec = load("gated")
     (gate,) = [p for p in spec.params if p.key == "model.gate_init"]
     assert spec.is_active(gate, {})
     ungated = build_spec(str(REPO / "search_spaces/gated.yaml"),
@@ -89,12 +162,29 @@ def test_gated_gate_init_is_conditional(fineweb):
     assert not ungated.is_active(gate, {})
 
 
-def test_validate_without_data_names_the_file_and_key(monkeypatch):
-    monkeypatch.delenv("NGPT_DATA_DIR", raising=False)
-    path = REPO / "search_spaces/gated.yaml"
-    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "validate", str(path)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert out.stderr.startswith(f"ngpt-tune: error: {path}: key 'base.data.dir': environment "
-                                 "variable NGPT_DATA_DIR is not set")
-    assert "--smoke" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+def _validate(path: Path, *flags: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ngpt_tune", "validate", str(path), *flags],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("path", FULL_SIZE, ids=[p.stem for p in FULL_SIZE])
+def test_validate_without_data_names_the_file_and_key(path):
+    env = {k: v for k, v in os.environ.items() if k != "NGPT_DATA_DIR"}
+    out = _validate(path, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith(f"ngpt-tune: error: {path}: key 'base.data.dir': "
+                                 "environment variable NGPT_DATA_DIR is not set")
+    assert "download-fineweb" in out.stderr and "--smoke" in out.stderr
+
+
+def test_validate_with_a_missing_folder_and_with_smoke(tmp_path):
+    env = {**os.environ, "NGPT_DATA_DIR": str(tmp_path / "nowhere")}
+    path = REPO / "search_spaces/final.yaml"
+    out = _validate(path, env=env)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"{path}: key 'base.data.dir': folder {tmp_path / 'nowhere'} does not exist" in (
+        out.stderr)
+    smoke = _validate(path, "--smoke", env=env)  # --smoke never looks at the data folder
+    assert smoke.returncode == 0, smoke.stderr
+    assert "trials  4" in smoke.stdout
