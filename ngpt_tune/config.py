@@ -45,7 +45,7 @@ class ModelConfig:
     alpha: float = 0.05  # initial eigen learning rate of each residual branch (paper: 0.05)
     alpha_mode: Literal["vector", "scalar"] = "vector"  # per-channel (paper) or one per branch
     logit_scale: Union[Literal["learned"], float] = "learned"  # learned s_z or a fixed number
-    learned_qk_scale: bool = True  # the paper's s_qk; False: plain sqrt(d_head) softmax scale
+    learned_qk_scale: bool = True  # the paper's learned s_qk; False: s_qk fixed at 1
     learned_mlp_scale: bool = True  # the paper's s_u / s_v; False: fixed at 1
     proj_every: int = 1  # re-project weights onto the sphere every k optimiser steps (paper: 1)
     gated_residuals: bool = False  # the seeds' sigmoid(g) * alpha residual gates

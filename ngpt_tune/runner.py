@@ -46,7 +46,7 @@ def build_spec(path: str, *, smoke: bool = False, num_samples: int | None = None
         spec.check_data()
     except ConfigError as err:
         raise err.with_source(str(spec.source)) from None
-    return spec
+    return spec.with_resolved_data()
 
 
 def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,

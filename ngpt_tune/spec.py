@@ -169,28 +169,25 @@ class CampaignSpec:
             return grid * self.num_samples * self.repeats
         return self.num_samples * self.repeats
 
+    def _largest(self, key: str) -> float:
+        """The largest value ``key`` takes in any trial: base, variants, searched values,
+        with the forced overrides (``--smoke``) applied last."""
+        configs = [self.base_config] + [self.resolve({VARIANT_KEY: n}) for n in self.variants]
+        section, name = key.split(".")
+        values = [getattr(getattr(c, section), name) for c in configs]
+        if key not in self.forced:
+            values += [max(p.values) for p in self.params if p.key == key]
+        return float(max(values))
+
     def max_steps(self) -> int:
-        steps = [self.base_config.train.steps]
-        for p in self.params:
-            if p.key == "train.steps":
-                steps.append(int(max(p.values)))
-        for overrides in self.variants.values():
-            steps.append(int(overrides.get("train.steps", steps[0])))
-        return max(steps)
+        return int(self._largest("train.steps"))
 
     def max_budget(self) -> float:
-        """The longest trial in the scheduler's time unit."""
-        steps = self.max_steps()
+        """An upper bound on the longest trial, in the scheduler's time unit."""
+        steps = self._largest("train.steps")
         if self.scheduler.time_attr == "step":
-            return float(steps)
-        cfg = self.base_config
-        batch = [cfg.data.batch_size] + [
-            int(max(p.values)) for p in self.params if p.key == "data.batch_size"
-        ]
-        block = [cfg.model.block_size] + [
-            int(max(p.values)) for p in self.params if p.key == "model.block_size"
-        ]
-        return float(steps * max(batch) * max(block))
+            return steps
+        return steps * self._largest("data.batch_size") * self._largest("model.block_size")
 
     def asha_budgets(self) -> tuple[float, float]:
         """(grace_period, max_t) in the scheduler's time unit, 'auto' resolved."""
@@ -261,6 +258,15 @@ class CampaignSpec:
             except DataError as err:
                 raise ConfigError(str(err), key=f"{prefix}.data") from None
 
+    def with_resolved_data(self) -> CampaignSpec:
+        """The spec with its data folders as the driver resolved them (absolute, variables
+        expanded), so that workers on other nodes read the same folder."""
+        base = copy.deepcopy(self.base)
+        set_dotted(base, "data.dir", self.base_config.data.dir)
+        variants = {name: {**o, "data.dir": self.resolve({VARIANT_KEY: name}).data.dir}
+                    if "data.dir" in o else o for name, o in self.variants.items()}
+        return dataclasses.replace(self, base=base, variants=variants)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["params"] = {p.key: p.describe() for p in self.params}
@@ -280,7 +286,7 @@ class CampaignSpec:
         at most four trials. Searched size keys are dropped; budgets are rescaled."""
         size_keys = set(SMOKE_RUN)
         params = tuple(p for p in self.params if p.key not in size_keys)
-        searcher, num_samples, repeats = self.searcher, self.num_samples, min(self.repeats, 2)
+        searcher, repeats = self.searcher, min(self.repeats, 2)
         spec = dataclasses.replace(self, params=params, repeats=repeats, smoke=True,
                                    forced={**self.forced, **SMOKE_RUN},
                                    scheduler=dataclasses.replace(
@@ -290,14 +296,20 @@ class CampaignSpec:
                                                                  cpus_per_trial=1.0,
                                                                  gpus_per_trial=0),
                                    max_concurrent_trials=2)
-        if spec.trial_count() > SMOKE_MAX_TRIALS:
-            if searcher.name == "grid":  # sample the grid instead of running all of it
-                params = tuple(dataclasses.replace(p, dist="choice") if p.dist == "grid" else p
-                               for p in params)
-                searcher = dataclasses.replace(searcher, name="random")
-            num_samples = max(1, SMOKE_MAX_TRIALS // repeats)
-            spec = dataclasses.replace(spec, params=params, searcher=searcher,
-                                       num_samples=num_samples)
+        if spec.trial_count() > SMOKE_MAX_TRIALS and searcher.name == "grid":
+            # keep a grid (seeds stay paired): two values of one axis (the compared arm and
+            # its baseline, if any), the first value of every other axis
+            axis = self.compare.by if self.compare else params[0].key
+            cut = []
+            for p in params:
+                keep = p.args[:1]
+                if p.key == axis:
+                    first = (self.compare.baseline,) if self.compare else ()
+                    keep = (first + tuple(v for v in p.args if v not in first))[:2]
+                cut.append(dataclasses.replace(p, args=keep))
+            spec = dataclasses.replace(spec, params=tuple(cut))
+        elif spec.trial_count() > SMOKE_MAX_TRIALS:
+            spec = dataclasses.replace(spec, num_samples=max(1, SMOKE_MAX_TRIALS // repeats))
         return spec
 
 
