@@ -14,9 +14,8 @@ import argparse
 import json
 
 import torch
+from throughput import device_name, make_trainer, parse_pair  # benchmarks/throughput.py
 from torch.profiler import ProfilerActivity, profile
-
-from benchmarks.throughput import device_name, make_trainer, parse_pair
 
 PHASES = ("forward", "backward", "clip_grad", "optimizer", "project_weights")
 

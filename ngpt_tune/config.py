@@ -139,7 +139,8 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA
-    compile: Literal["auto", "on", "off"] = "auto"  # auto: torch.compile on CUDA only
+    # auto: torch.compile on CUDA only; reduce-overhead: compile with CUDA graphs (small batches)
+    compile: Literal["auto", "on", "off", "reduce-overhead"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
 
     def __post_init__(self) -> None:

@@ -21,13 +21,40 @@ from ngpt_tune.config import ModelConfig
 VOCAB_MULTIPLE = 64  # embedding rows padded to a multiple of 64 for fast matmuls
 
 
-def unit(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Project onto the unit sphere along ``dim``."""
-    return F.normalize(x, dim=dim, eps=1e-6)
+EPS = 1e-6  # norms below this are clamped (as F.normalize's eps)
+
+
+class _Unit(torch.autograd.Function):
+    """``x / max(|x|, eps)`` along the last axis, with a hand-written backward.
+
+    Autograd's backward of ``F.normalize`` takes ~7 passes over the tensor (the quotient
+    rule, then the norm's own backward); the closed form ``(g - y <g, y>) / |x|`` takes 4.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        clamped = norm.clamp_min(EPS)
+        y = x / clamped
+        ctx.save_for_backward(y, clamped, norm >= EPS)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        y, clamped, on_sphere = ctx.saved_tensors
+        # the radial part of g is removed only where the norm was not clamped (there y = x/eps)
+        radial = torch.linalg.vecdot(g, y, dim=-1).unsqueeze(-1) * on_sphere
+        return (g - y * radial) / clamped
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Project onto the unit sphere along the last axis."""
+    return _Unit.apply(x)
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding (RoPE), applied to (B, T, H, D) queries and keys."""
+    """Rotary position embedding (RoPE), applied to (B, T, H, D) queries and keys (or to
+    queries and keys together as (B, T, 2H, D): one set of kernels for both)."""
 
     def __init__(self, head_dim: int, block_size: int, base: float):
         super().__init__()
@@ -58,6 +85,7 @@ class Scale(nn.Module):
         else:
             self.register_buffer("s", value, persistent=False)
         self.factor = init / stored_init
+        self.learned = learned
 
     def forward(self) -> torch.Tensor:
         return self.s * self.factor
@@ -78,19 +106,27 @@ class CausalSelfAttention(nn.Module):
             # sqrt(D) because q.k of unit vectors is a cosine in [-1, 1].
             self.s_qk = Scale(C, init=1.0, stored_init=C**-0.5, learned=cfg.learned_qk_scale)
             self.softmax_scale = math.sqrt(self.head_dim)
+            # (s q).(s k) = (s^2 q).k: only q is scaled, by the stored s^2, and the constant
+            # factor^2 joins the softmax scale
+            self.score_scale = self.softmax_scale * self.s_qk.factor**2
         else:
             self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(dim=2)  # (B,T,H,D)
-        q, k = self.rotary(q), self.rotary(k)
+        H, D = self.n_head, self.head_dim
+        # split/chunk, not slicing: their backward is one concatenation, no zero-filled copies
+        qk, v = self.qkv(x).view(B, T, 3 * H, D).split([2 * H, H], dim=2)
+        qk = self.rotary(qk)  # (B, T, 2H, D): q and k rotated together
+        scale = self.softmax_scale
         if self.normalized:
-            s_qk = self.s_qk().view(1, 1, self.n_head, self.head_dim)
-            q, k = unit(q) * s_qk, unit(k) * s_qk
+            qk = unit(qk)
+        q, k = qk.chunk(2, dim=2)  # (B, T, H, D) each
+        if self.normalized and self.s_qk.learned:
+            q = q * self.s_qk.s.square().view(H, D)
+            scale = self.score_scale
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            is_causal=True, scale=self.softmax_scale,
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
         )  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -138,7 +174,7 @@ class ResidualStep(nn.Module):
         a = self.alpha().abs()
         if self.gate is not None:
             a = a * torch.sigmoid(self.gate)
-        return unit(h + a * (unit(out) - h))  # h is already unit-norm
+        return unit(torch.lerp(h, unit(out), a))  # h + a (unit(out) - h); h is unit-norm
 
 
 def _gate(cfg: ModelConfig) -> nn.Parameter:
@@ -201,16 +237,19 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(logits, loss)``; ``return_logits=False`` gives ``(None, loss)``, which spares a
+        compiled model from writing out the (B, T, V) float32 logits (the training loop)."""
         h = self.wte(idx)  # (B, T, C)
         for block in self.blocks:
             h = block(h)
-        logits = self.logits(h).float()  # (B, T, V): padded ids are never scored
+        logits = self.logits(h)  # (B, T, V): padded ids are never scored
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
+            return logits.float(), None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
+        return (logits.float() if return_logits else None), loss
 
     def num_params(self) -> int:
         """Trainable parameters, without the embedding rows added by vocabulary padding."""
