@@ -28,7 +28,7 @@ def test_campaign_on_an_existing_cluster(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
          "--include-dashboard", "false", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
