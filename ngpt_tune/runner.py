@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -14,7 +15,7 @@ import yaml
 
 from ngpt_tune.errors import ConfigError, NgptTuneError
 from ngpt_tune.provenance import provenance
-from ngpt_tune.spec import CampaignSpec, parse_spec
+from ngpt_tune.spec import CampaignSpec, load_spec, parse_spec
 
 CAMPAIGN_FILE = "campaign.json"
 DEFAULT_STORAGE = "ngpt_results"
@@ -29,7 +30,6 @@ class RunOptions:
     address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001", ...)
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
-    verbose: int = 1
 
 
 def build_spec(path: str, *, smoke: bool = False, num_samples: int | None = None,
@@ -38,21 +38,14 @@ def build_spec(path: str, *, smoke: bool = False, num_samples: int | None = None
 
     The same function rebuilds the spec on ``resume`` from what ``campaign.json`` recorded.
     """
-    from ngpt_tune.spec import load_spec
-
-    spec = load_spec(path)
-    spec = _adjust(spec, smoke=smoke, num_samples=num_samples, overrides=overrides or {})
-    try:
-        spec.check_data()
-    except ConfigError as err:
-        raise err.with_source(str(spec.source)) from None
-    return spec.with_resolved_data()
+    return _adjust(load_spec(path), smoke=smoke, num_samples=num_samples,
+                   overrides=overrides or {})
 
 
 def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
             overrides: dict[str, Any]) -> CampaignSpec:
-    import dataclasses
-
+    """Apply ``--set``, ``--num-samples`` and ``--smoke``; then check the data folders (before
+    Ray starts) and pin them as the driver resolved them."""
     if overrides:
         try:
             spec = spec.with_overrides(overrides)
@@ -62,7 +55,13 @@ def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
         if num_samples < 1:
             raise ConfigError("must be >= 1", key="--num-samples")
         spec = dataclasses.replace(spec, num_samples=num_samples)
-    return spec.smoke_version() if smoke else spec
+    if smoke:
+        spec = spec.smoke_version()
+    try:
+        spec.check_data()
+    except ConfigError as err:
+        raise err.with_source(str(spec.source)) from None
+    return spec.with_resolved_data()
 
 
 def is_uri(storage: str) -> bool:
