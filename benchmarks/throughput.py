@@ -14,7 +14,7 @@ projection). Printed per size and batch: step time, tokens/s, the nGPT/GPT step-
 and the projection's share of an nGPT step measured two ways:
 
 * in the step: the time spent inside ``project_weights`` during the timed steps (CUDA events
-  on a GPU), per step, over the step time; "k=7 removes" is ``1 - in-step(k=7) / in-step(k=1)``;
+  on a GPU), per step (median over the samples), over the step time; "k=7 removes" is ``1 - in-step(k=7) / in-step(k=1)``;
 * end to end: ``(t(k=1) - t(no projection)) / t(k=1)`` and ``(t(k=1) - t(k=7)) / (t(k=1) -
   t(no projection))``. Differences of whole steps: when the projection is a few percent of a
   step, they are within the run-to-run noise (the ``spread`` column); trust the in-step figure.
@@ -180,10 +180,13 @@ def bench(size: tuple[int, int], batch: tuple[int, int], args: argparse.Namespac
         if name in clocks:
             clocks[name].take()
     samples: dict[str, list[float]] = {name: [] for name in trainers}
+    proj_samples: dict[str, list[float]] = {name: [] for name in clocks}
     for _ in range(args.repeats):
         for name, trainer in trainers.items():  # interleaved: drift hits every variant alike
             samples[name].append(time_steps(trainer, args.steps))
-    in_proj = {name: clock.take() / (args.repeats * args.steps) for name, clock in clocks.items()}
+            if name in clocks:
+                proj_samples[name].append(clocks[name].take() / args.steps)
+    in_proj = {name: statistics.median(v) for name, v in proj_samples.items()}
     tokens = batch[0] * batch[1]
     peak = peak_flops(device, args.peak_tflops)
     rows = []

@@ -13,6 +13,11 @@ at the same evaluations as the direct ones and checkpoint only their final state
 runs save nothing; a campaign's default checkpoints at every evaluation). Starting Ray
 (``ray.init``) is timed apart: it is paid once per campaign, not per trial.
 
+Where the time goes: during every run the CPU seconds of this process tree are sampled from
+``/proc`` (Linux) and split into the trials (pool workers, Ray's trial actors), Ray's services
+(GCS, raylet, agents, log monitor) and the driver (this process: Tune's event loop). With as
+many trials as cores, whatever Ray's services and the driver use is taken from the trials.
+
     python benchmarks/tune_overhead.py                  # 4 trials of ~30 s, concurrency 2
     python benchmarks/tune_overhead.py --smoke
 """
@@ -26,6 +31,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +70,78 @@ def calibrate(seconds: float) -> int:
         trainer.train_step()
     per_step = (time.perf_counter() - start) / 20
     return max(10, int(seconds / per_step))
+
+
+class CpuMeter:
+    """CPU seconds used by this process and its descendants while in the ``with`` block, by
+    group: ``trials``, ``ray`` (Ray's services) and ``driver``. Samples /proc every 0.25 s
+    so that processes that exit during the block still count (up to their last sample)."""
+
+    RAY_SERVICES = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
+                    "ray::DashboardAgent", "ray::RuntimeEnvAgent", "runtime_env")
+
+    def __init__(self):
+        self.root = os.getpid()
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.start: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+
+    def _processes(self) -> dict[int, tuple[int, str, float]]:
+        """pid -> (parent pid, command line, CPU seconds) of every readable process."""
+        out = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            out[int(name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / self.tick)
+        return out
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        procs = self._processes()
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _, _) in procs.items():
+                if ppid == parent and pid not in tree:
+                    tree.add(pid)
+                    frontier.append(pid)
+        return {pid: (self._group(pid, procs[pid][1]), procs[pid][2]) for pid in tree
+                if pid in procs}
+
+    def _group(self, pid: int, cmd: str) -> str:
+        if pid == self.root:
+            return "driver"
+        if any(s in cmd for s in self.RAY_SERVICES):
+            return "ray"
+        return "trials"  # pool workers, ray::ImplicitFunc / ray::IDLE actors
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.25):
+            self.last.update(self._sample())
+
+    def __enter__(self) -> CpuMeter:
+        self.start = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.last.update(self._sample())
+
+    def seconds(self) -> dict[str, float]:
+        out = {"trials": 0.0, "ray": 0.0, "driver": 0.0}
+        for pid, (group, cpu) in self.last.items():
+            out[group] += cpu - self.start.get(pid, 0.0)
+        return out
 
 
 def tune_wall(steps: int, trials: int, concurrency: int, storage: Path) -> float:
@@ -108,15 +186,20 @@ def main(argv: list[str] | None = None) -> dict:
           f"concurrency {args.concurrency}, on {platform.processor() or 'cpu'} "
           f"({os.cpu_count()} cores)")
 
-    start = time.perf_counter()
-    for raw in configs:
-        train_direct(raw)
-    direct_seq = time.perf_counter() - start
+    cpu: dict[str, dict[str, float]] = {}
+    with CpuMeter() as meter:
+        start = time.perf_counter()
+        for raw in configs:
+            train_direct(raw)
+        direct_seq = time.perf_counter() - start
+    cpu["sequential_direct"] = meter.seconds()
 
-    start = time.perf_counter()
-    with cf.ProcessPoolExecutor(args.concurrency) as pool:
-        list(pool.map(train_direct, configs))
-    direct_pool = time.perf_counter() - start
+    with CpuMeter() as meter:
+        start = time.perf_counter()
+        with cf.ProcessPoolExecutor(args.concurrency) as pool:
+            list(pool.map(train_direct, configs))
+        direct_pool = time.perf_counter() - start
+    cpu["concurrency_direct"] = meter.seconds()
 
     import ray
 
@@ -125,8 +208,12 @@ def main(argv: list[str] | None = None) -> dict:
              log_to_driver=False)
     ray_init = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as folder:
-        tune_seq = tune_wall(steps, args.trials, 1, Path(folder))
-        tune_conc = tune_wall(steps, args.trials, args.concurrency, Path(folder))
+        with CpuMeter() as meter:
+            tune_seq = tune_wall(steps, args.trials, 1, Path(folder))
+        cpu["sequential_tune"] = meter.seconds()
+        with CpuMeter() as meter:
+            tune_conc = tune_wall(steps, args.trials, args.concurrency, Path(folder))
+        cpu["concurrency_tune"] = meter.seconds()
     ray.shutdown()
 
     rows = [
@@ -144,6 +231,16 @@ def main(argv: list[str] | None = None) -> dict:
         record.update({f"{key}_direct_s": direct, f"{key}_tune_s": tune,
                        f"{key}_overhead": overhead})
     print(f"(starting Ray took {ray_init:.1f} s, once per campaign)")
+    print(f"\nCPU seconds during each run ({os.cpu_count()} cores):")
+    print(f"{'':>22} {'wall s':>7} {'trials':>7} {'Ray':>6} {'driver':>7} {'Ray+driver':>11}")
+    walls = {"sequential_direct": direct_seq, "concurrency_direct": direct_pool,
+             "sequential_tune": tune_seq, "concurrency_tune": tune_conc}
+    for run, used in cpu.items():
+        extra = used["ray"] + used["driver"]
+        print(f"{run.replace('_', ' '):>22} {walls[run]:7.1f} {used['trials']:7.1f} "
+              f"{used['ray']:6.1f} {used['driver']:7.1f} {extra:6.1f} "
+              f"({extra / (walls[run] * (os.cpu_count() or 1)):.0%})")
+    record["cpu_seconds"] = cpu
     print(json.dumps(record))
     return record
 

@@ -15,18 +15,23 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(g: torch.Tensor, steps: int) -> torch.Tensor:
-    """Approximate the nearest semi-orthogonal matrix ``U V^T`` of ``g = U S V^T``."""
+    """Approximate the nearest semi-orthogonal matrix ``U V^T`` of ``g = U S V^T``.
+
+    ``g`` is one (rows, cols) matrix or a batch (n, rows, cols) of same-shape matrices,
+    orthogonalised together: one batched matmul per iteration instead of one per matrix.
+    """
     a, b, c = NS_COEFFS
     x = g.bfloat16() if g.is_cuda else g.float()
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1
+        x = x.mT
+    # spectral norm <= Frobenius norm <= 1, per matrix
+    x = x / (torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
     if tall:
-        x = x.T
+        x = x.mT
     return x.to(g.dtype)
 
 
@@ -46,22 +51,32 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.ndim != 2:
                     raise ValueError("Muon only optimises 2-D matrices")
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = orthogonalize(g, group["ns_steps"])
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.add_(update, alpha=-group["lr"] * scale)
+                by_shape.setdefault(p.shape, []).append(p)
+            for shape, params in by_shape.items():  # e.g. every layer's qkv at once
+                self._step_same_shape(group, shape, params)
+
+    def _step_same_shape(self, group: dict, shape: torch.Size, params: list[torch.Tensor]):
+        grads = [p.grad for p in params]
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p.grad)
+            bufs.append(state["momentum_buffer"])
+        momentum = group["momentum"]
+        torch._foreach_lerp_(bufs, grads, 1 - momentum)
+        g = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+        update = orthogonalize(torch.stack(g), group["ns_steps"])  # (n, rows, cols)
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        scale = max(1.0, shape[0] / shape[1]) ** 0.5
+        torch._foreach_add_(params, list(update.unbind(0)), alpha=-group["lr"] * scale)
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:

@@ -135,6 +135,10 @@ class Trainer:
         project: Callable = model.project_weights
         mode = compile_mode(config, device)
         if mode is not None:
+            # a fresh cache per run: a reused Ray worker runs trial after trial, each with new
+            # constants (alpha, ...) to compile in; past dynamo's recompile limit (8) the
+            # model would silently run eagerly
+            torch.compiler.reset()
             forward = torch.compile(model, mode=None if mode == "default" else mode)
             if model.normalized:  # one fused norm-and-divide kernel per matrix
                 project = torch.compile(model.project_weights)
