@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--top", type=int, default=12, help="operators listed per model")
     parser.add_argument("--proj-every", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--compile", default="off", choices=["auto", "on", "off"])
+    parser.add_argument("--compile", default="off", choices=["auto", "on", "off", "reduce-overhead"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--smoke", action="store_true", help="a 1x32 model, two steps")
     args = parser.parse_args(argv)

@@ -110,7 +110,8 @@ class ProjectionClock:
     so the step is not synchronised)."""
 
     def __init__(self, trainer: Trainer):
-        self.trainer, self.inner = trainer, trainer.project or trainer.model.project_weights
+        self.trainer = trainer
+        self.inner = getattr(trainer, "project", None) or trainer.model.project_weights
         self.cuda = trainer.device.type == "cuda"
         self.seconds, self.events = 0.0, []
         trainer.project = self
@@ -244,6 +245,10 @@ def print_result(res: dict, cuda: bool) -> None:
         print(f"  {r['variant']:>12} {r['step_ms']:9.1f} {r['spread_ms']:7.1f} "
               f"{r['tokens_per_s']:10,.0f} {proj}" + (f" {r['mfu']:6.1%}" if mfu else "")
               + (f" {r['peak_mem_gib']:8.2f}" if mem else ""))
+    noisy = [r["variant"] for r in rows if r["spread_ms"] > 0.2 * r["step_ms"]]
+    if noisy:
+        print(f"  NOISY: samples of {', '.join(noisy)} spread over > 20% of their median; "
+              "something else is using this machine's cores or memory bandwidth: run again")
     if "ngpt_over_gpt" in res:
         print(f"  nGPT / GPT step time: {res['ngpt_over_gpt']:.3f} (target <= 1.15)"
               + (f"; k=7: {res['ngpt_k7_over_gpt']:.3f}" if "ngpt_k7_over_gpt" in res else "")
@@ -280,8 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
     parser.add_argument("--repeats", type=int, default=5, help="samples per variant")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                        help="train.compile (auto: on for CUDA)")
+    parser.add_argument("--compile", default="auto",
+                        choices=["auto", "on", "off", "reduce-overhead"],
+                        help="train.compile (auto: on for CUDA; reduce-overhead: CUDA graphs)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak")
     parser.add_argument("--smoke", action="store_true",

@@ -80,7 +80,8 @@ class CpuMeter:
     RAY_SERVICES = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
                     "ray::DashboardAgent", "ray::RuntimeEnvAgent", "runtime_env")
 
-    def __init__(self):
+    def __init__(self, *, driver_trains: bool = False):
+        self.driver_trains = driver_trains  # the trials run in this process (direct, in a loop)
         self.root = os.getpid()
         self.tick = os.sysconf("SC_CLK_TCK")
         self.start: dict[int, float] = {}
@@ -117,7 +118,7 @@ class CpuMeter:
 
     def _group(self, pid: int, cmd: str) -> str:
         if pid == self.root:
-            return "driver"
+            return "trials" if self.driver_trains else "driver"
         if any(s in cmd for s in self.RAY_SERVICES):
             return "ray"
         return "trials"  # pool workers, ray::ImplicitFunc / ray::IDLE actors
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({os.cpu_count()} cores)")
 
     cpu: dict[str, dict[str, float]] = {}
-    with CpuMeter() as meter:
+    with CpuMeter(driver_trains=True) as meter:
         start = time.perf_counter()
         for raw in configs:
             train_direct(raw)

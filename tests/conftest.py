@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from ngpt_tune.config import Config
+
+# Subprocesses (the CLI, Ray workers) import this checkout, whatever else is installed.
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 TINY = {
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
