@@ -1,4 +1,5 @@
-"""Atomic writes: each output goes to a temporary name in the same folder, then ``os.replace``.
+"""Atomic writes of the analysis outputs (JSON, YAML, Parquet), through
+:func:`ngpt_tune.files.atomic_write`: a temporary name in the same folder, then ``os.replace``.
 
 A crash or an exception while serialising or writing never leaves a half file under the final
 name: readers see the old file or the new one, and the temporary file is removed on failure.
@@ -9,35 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from ngpt_tune.files import atomic_write
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path next to ``path``, then rename it to ``path``.
-
-    Example:
-        >>> atomic_write(out / "x.txt", lambda tmp: tmp.write_text("hello"))  # doctest: +SKIP
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:  # the bytes reach the disk before the name changes
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["atomic_write", "to_jsonable", "write_json", "write_parquet", "write_text", "write_yaml"]
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

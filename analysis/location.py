@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ngpt_tune.files import is_remote
+
 
 @dataclass(frozen=True)
 class Location:
@@ -25,12 +27,6 @@ class Location:
     @property
     def display(self) -> str:
         return self.uri or str(self.local)
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    text = os.fspath(path)
-    scheme = urlparse(text).scheme if "://" in text else ""
-    return scheme not in ("", "file")
 
 
 def locate(path: str | os.PathLike) -> Location:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from ngpt_tune.config import BUILTIN_DATA, FINEWEB_HINT, DataConfig
 from ngpt_tune.errors import DataError
+from ngpt_tune.files import atomic_write
 from ngpt_tune.tokenizer import RANKS_SHA256, encode_documents
 
 MAGIC = 20240520
@@ -62,16 +62,12 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
         tokens = tokens.astype(np.uint16)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, len(tokens))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide shared shards
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             f.write(header.tobytes())
             f.write(tokens.astype("<u2", copy=False).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def read_header(path: str | os.PathLike) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ngpt_tune.errors import ConfigError, NgptTuneError
+from ngpt_tune.files import atomic_write, is_remote
 from ngpt_tune.provenance import provenance
 from ngpt_tune.spec import CampaignSpec, load_spec, parse_spec
 
@@ -64,23 +65,15 @@ def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
     return spec.with_resolved_data()
 
 
-def is_uri(storage: str) -> bool:
-    return "://" in storage and not storage.startswith("file://")
-
-
 def resolve_storage(storage: str | None) -> str:
     storage = storage or os.environ.get("NGPT_TUNE_STORAGE") or DEFAULT_STORAGE
-    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
+    return storage if is_remote(storage) else str(Path(storage).expanduser().resolve())
 
 
 def write_text(storage_dir: str, relative: str, text: str) -> None:
     """Write a small file under a local folder or a URI (via pyarrow's filesystems)."""
-    if not is_uri(storage_dir):
-        path = Path(storage_dir) / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    if not is_remote(storage_dir):
+        atomic_write(Path(storage_dir) / relative, lambda tmp: tmp.write_text(text))
         return
     import pyarrow.fs
 
@@ -91,7 +84,6 @@ def write_text(storage_dir: str, relative: str, text: str) -> None:
 
 
 def campaign_record(spec: CampaignSpec, *, argv: list[str], rebuild: dict[str, Any]) -> dict:
-    grace_max = spec.asha_budgets() if spec.scheduler.name == "asha" else None
     return {
         "name": spec.name,
         "description": spec.description,
@@ -104,7 +96,7 @@ def campaign_record(spec: CampaignSpec, *, argv: list[str], rebuild: dict[str, A
         "compare": None if spec.compare is None else {"by": spec.compare.by,
                                                       "baseline": spec.compare.baseline},
         "time_attr": spec.scheduler.time_attr,
-        "asha_budgets": grace_max,
+        "asha_budgets": spec.asha_budgets() if spec.scheduler.name == "asha" else None,
         "max_steps": spec.max_steps(),
         "trial_count": spec.trial_count(),
         "smoke": spec.smoke,
@@ -184,8 +176,7 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
         tune.with_parameters(train_ngpt, spec=spec, threads=threads), {"cpu": cpus, "gpu": gpus}
     )
     if restore:
-        path = storage.rstrip("/") + "/" + name if is_uri(storage) else str(Path(storage) / name)
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+        return tune.Tuner.restore(_join(storage, name), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True)
     metric_columns = {"step": "step", spec.metric: spec.metric, "tokens_per_s": "tokens/s"}
     reporter = tune.CLIReporter(metric_columns=metric_columns,
@@ -237,7 +228,7 @@ def run_campaign(spec: CampaignSpec, options: RunOptions, *, argv: list[str],
 def resume_campaign(experiment: str, options: RunOptions) -> str:
     """Continue a stopped or killed campaign from its folder."""
     _tune_environment()
-    experiment = experiment if is_uri(experiment) else str(Path(experiment).resolve())
+    experiment = experiment if is_remote(experiment) else str(Path(experiment).resolve())
     record = read_campaign(experiment)
     rebuild = record["rebuild"]
     spec = parse_spec(yaml.safe_load(rebuild["yaml"]), source=record.get("spec_path"))
@@ -253,7 +244,7 @@ def resume_campaign(experiment: str, options: RunOptions) -> str:
 def read_campaign(experiment: str) -> dict[str, Any]:
     from ray import tune
 
-    if not is_uri(experiment):
+    if not is_remote(experiment):
         path = Path(experiment) / CAMPAIGN_FILE
         if not path.is_file():
             raise NgptTuneError(f"{experiment}: not an ngpt-tune experiment folder "
@@ -269,7 +260,7 @@ def read_campaign(experiment: str) -> dict[str, Any]:
 
 
 def _join(storage: str, name: str) -> str:
-    return storage.rstrip("/") + "/" + name if is_uri(storage) else str(Path(storage) / name)
+    return storage.rstrip("/") + "/" + name if is_remote(storage) else str(Path(storage) / name)
 
 
 def _finish(experiment: str, results: Any) -> str:

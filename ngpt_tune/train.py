@@ -26,6 +26,7 @@ from torch.profiler import record_function
 
 from ngpt_tune.config import Config
 from ngpt_tune.data import TokenLoader, resolve_shards, val_batches
+from ngpt_tune.files import atomic_write
 from ngpt_tune.model import LanguageModel, build_model
 from ngpt_tune.optim import build_optimizers, lr_multiplier, set_lr
 
@@ -202,8 +203,10 @@ class Trainer:
     def metrics(self, train_loss: float, *, train_time: float, window_steps: int,
                 elapsed: float) -> dict[str, Any]:
         """Evaluate and return the report dict (the keys of :data:`METRIC_KEYS`)."""
-        val_loss = self.evaluate() if math.isfinite(train_loss) or not window_steps else math.inf
-        diverged = not (math.isfinite(val_loss) and (math.isfinite(train_loss) or not window_steps))
+        # no training window (a resumed, finished run) has no train loss to judge
+        train_ok = math.isfinite(train_loss) or not window_steps
+        val_loss = self.evaluate() if train_ok else math.inf  # no evaluation of a diverged model
+        diverged = not (train_ok and math.isfinite(val_loss))
         tokens_per_step = self.config.tokens_per_step
         return {
             "step": self.step,
@@ -236,10 +239,7 @@ class Trainer:
                 "python": random.getstate(),
             },
         }
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(directory / STATE_FILE)
+        atomic_write(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def load(self, directory: Path) -> None:
         state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=False)

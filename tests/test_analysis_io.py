@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.io import atomic_write, to_jsonable, write_json, write_parquet, write_yaml
+from analysis.io import to_jsonable, write_json, write_parquet, write_yaml
 
 
 def test_json_is_strict_and_replaces_the_file(tmp_path):
@@ -26,20 +26,6 @@ def test_serialisation_error_leaves_the_old_file(tmp_path):
     with pytest.raises(TypeError, match="cannot write object"):
         write_json(path, {"bad": object()})
     assert path.read_text() == '{"old": true}'
-    assert list(tmp_path.iterdir()) == [path]
-
-
-def test_crash_mid_write_leaves_no_half_file(tmp_path):
-    path = tmp_path / "trials.parquet"
-    path.write_bytes(b"old")
-
-    def half_then_crash(tmp):
-        tmp.write_bytes(b"half a fi")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(path, half_then_crash)
-    assert path.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [path]
 
 
