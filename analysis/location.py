@@ -12,9 +12,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from ngpt_tune.files import is_remote
+from ngpt_tune.files import is_remote, local_path
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,7 @@ def locate(path: str | os.PathLike) -> Location:
     """A local folder for ``path``: itself, a ``file://`` URI's path, or a fresh local copy."""
     text = os.fspath(path)
     if not is_remote(text):
-        if text.startswith("file://"):
-            text = unquote(urlparse(text).path)
-        return Location(Path(text).expanduser().resolve())
+        return Location(local_path(text))
     return Location(fetch(text), uri=text.rstrip("/"))
 
 

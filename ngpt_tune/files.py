@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -47,3 +47,11 @@ def is_remote(path: str | os.PathLike) -> bool:
     text = os.fspath(path)
     scheme = urlparse(text).scheme if "://" in text else ""
     return scheme not in ("", "file")
+
+
+def local_path(path: str | os.PathLike) -> Path:
+    """The absolute local path of a plain path or a ``file://`` URI (``~`` expanded)."""
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+    return Path(text).expanduser().resolve()

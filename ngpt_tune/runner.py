@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ngpt_tune.errors import ConfigError, NgptTuneError
-from ngpt_tune.files import atomic_write, is_remote
+from ngpt_tune.files import atomic_write, is_remote, local_path
 from ngpt_tune.provenance import provenance
 from ngpt_tune.spec import CampaignSpec, load_spec, parse_spec
 
@@ -67,7 +67,7 @@ def _adjust(spec: CampaignSpec, *, smoke: bool, num_samples: int | None,
 
 def resolve_storage(storage: str | None) -> str:
     storage = storage or os.environ.get("NGPT_TUNE_STORAGE") or DEFAULT_STORAGE
-    return storage if is_remote(storage) else str(Path(storage).expanduser().resolve())
+    return storage if is_remote(storage) else str(local_path(storage))
 
 
 def write_text(storage_dir: str, relative: str, text: str) -> None:
@@ -228,7 +228,7 @@ def run_campaign(spec: CampaignSpec, options: RunOptions, *, argv: list[str],
 def resume_campaign(experiment: str, options: RunOptions) -> str:
     """Continue a stopped or killed campaign from its folder."""
     _tune_environment()
-    experiment = experiment if is_remote(experiment) else str(Path(experiment).resolve())
+    experiment = experiment if is_remote(experiment) else str(local_path(experiment))
     record = read_campaign(experiment)
     rebuild = record["rebuild"]
     spec = parse_spec(yaml.safe_load(rebuild["yaml"]), source=record.get("spec_path"))

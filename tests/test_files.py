@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ngpt_tune.data import read_shard, write_shard
-from ngpt_tune.files import atomic_write
+from ngpt_tune.files import atomic_write, is_remote, local_path
+from ngpt_tune.runner import resolve_storage
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
@@ -35,3 +36,14 @@ def test_written_files_are_readable_by_others(tmp_path):
     write_shard(shard, np.arange(10))
     assert stat.S_IMODE(shard.stat().st_mode) == 0o644
     assert read_shard(shard).tolist() == list(range(10))
+
+
+def test_file_uris_are_local_paths_and_object_stores_are_remote(tmp_path, monkeypatch):
+    assert not is_remote(tmp_path) and not is_remote(f"file://{tmp_path}")
+    assert is_remote("s3://bucket/ngpt_results") and is_remote("gs://bucket/x")
+    assert local_path(f"file://{tmp_path}/my%20runs") == tmp_path / "my runs"
+    monkeypatch.chdir(tmp_path)
+    assert local_path("results") == tmp_path / "results"
+    # `run --storage file:///...` stores where the URI says, not in ./file:
+    assert resolve_storage(f"file://{tmp_path}/runs") == str(tmp_path / "runs")
+    assert resolve_storage("s3://bucket/runs") == "s3://bucket/runs"
