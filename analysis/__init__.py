@@ -11,11 +11,12 @@ Example:
 """
 
 from analysis.load import Experiment, load_experiment
-from analysis.outputs import HISTORY_FILE, SUMMARY_FILE, TRIALS_FILE, write_outputs
+from analysis.outputs import write_outputs
 from analysis.report import format_ranking
 from analysis.schema import FIXED_TRIAL_COLUMNS, HISTORY_SCHEMA, STATUSES, trials_schema
 from analysis.stats import describe, verdict, welch
 from analysis.summary import summarize
+from ngpt_tune.experiment import HISTORY_FILE, SUMMARY_FILE, TRIALS_FILE
 
 __all__ = [
     "FIXED_TRIAL_COLUMNS",

@@ -1,8 +1,12 @@
 """Parameter importance with Optuna's PED-ANOVA, from finished trials held in memory.
 
-PED-ANOVA (Watanabe et al. 2023) needs no scikit-learn (fANOVA does). Each completed trial
-becomes a ``FrozenTrial`` with distributions inferred from the values seen: numbers spanning
-10x or more on a log scale, other numbers linear, anything else categorical.
+PED-ANOVA (Watanabe et al. 2023) needs no scikit-learn (fANOVA does). Each trial becomes a
+``FrozenTrial`` with distributions inferred from the values seen: numbers spanning 10x or more
+on a log scale, other numbers linear, anything else categorical.
+
+Which trials: the completed ones when there are at least ``MIN_TRIALS``; otherwise (ASHA
+stopped most of them) the trials of the highest ASHA rung that ``MIN_TRIALS`` trials reached,
+each valued at that rung's budget (its first report at or past the budget, as ASHA saw it).
 """
 
 from __future__ import annotations
@@ -23,18 +27,28 @@ def param_importance(
     *,
     metric_column: str = "final_val_loss",
     mode: str = "min",
+    history: pd.DataFrame | None = None,
+    rungs: list[float] | None = None,
+    time_attr: str = "tokens_seen",
+    metric: str = "val_loss",
 ) -> dict[str, Any]:
-    """``{"evaluator", "n_trials", "importances": {key: share}}``, or ``importances: None``
-    with a ``reason`` when there are too few completed trials or varying parameters."""
+    """``{"evaluator", "n_trials", "budget", "importances": {key: share}}``, or
+    ``importances: None`` with a ``reason`` when there are too few trials or varying
+    parameters. With ``history`` and the ASHA ``rungs`` (budgets in ``time_attr``), too few
+    completed trials fall back to the highest rung reached by enough trials."""
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-    done = trials[trials["status"] == "completed"]
-    done = done[np.isfinite(done[metric_column].astype(float))]
+    done, budget = importance_trials(
+        trials, metric_column=metric_column, history=history, rungs=rungs,
+        time_attr=time_attr, metric=metric,
+    )
+    metric_column = "_value"
     varying = [k for k in keys if k in done and done[k].dropna().nunique() >= 2]
     out: dict[str, Any] = {
         "evaluator": "PedAnovaImportanceEvaluator",
         "n_trials": len(done),
+        "budget": budget,
         "params": varying,
         "importances": None,
         "reason": None,
@@ -46,7 +60,8 @@ def param_importance(
         )
         return out
     if len(done) < MIN_TRIALS:
-        out["reason"] = f"needs >= {MIN_TRIALS} completed trials, found {len(done)}"
+        where = "completed trials" if rungs is None else "trials at any ASHA rung"
+        out["reason"] = f"needs >= {MIN_TRIALS} {where}, found {len(done)}"
         return out
     distributions = {k: infer_distribution(done[k].dropna().tolist()) for k in varying}
     verbosity = optuna.logging.get_verbosity()
@@ -72,6 +87,53 @@ def param_importance(
         optuna.logging.set_verbosity(verbosity)
     out["importances"] = {k: float(v) for k, v in importances.items()}
     return out
+
+
+def importance_trials(
+    trials: pd.DataFrame,
+    *,
+    metric_column: str = "final_val_loss",
+    history: pd.DataFrame | None = None,
+    rungs: list[float] | None = None,
+    time_attr: str = "tokens_seen",
+    metric: str = "val_loss",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The trials importance is computed on, with their value in ``_value``, and the budget:
+    ``{"level": "completed" | "rung", "time_attr", "at": budget or None, "n_trials"}``."""
+    done = trials[trials["status"] == "completed"]
+    done = done.assign(_value=done[metric_column].astype(float))
+    done = done[np.isfinite(done["_value"])]
+    budget = {"level": "completed", "time_attr": time_attr, "at": None, "n_trials": len(done)}
+    if len(done) >= MIN_TRIALS or history is None or not rungs or time_attr not in history:
+        return done, budget
+    column = metric if metric in history else "val_loss"
+    reached = history[history[time_attr].notna()].sort_values([time_attr])
+    candidates = trials[trials["status"].isin(["completed", "stopped", "diverged"])]
+    for rung in sorted(rungs, reverse=True):
+        at = reached[reached[time_attr] >= rung].groupby("trial_id", sort=False)[column].first()
+        at = at[np.isfinite(at.astype(float))]
+        rows = candidates[candidates["trial_id"].isin(at.index)]
+        if len(rows) >= MIN_TRIALS:
+            rows = rows.assign(_value=rows["trial_id"].map(at).astype(float))
+            return rows, {"level": "rung", "time_attr": time_attr, "at": float(rung),
+                          "n_trials": len(rows)}
+    return done, budget
+
+
+def asha_rungs(campaign: dict[str, Any]) -> list[float] | None:
+    """The budgets of ASHA's rungs (grace period x reduction factor^k, up to max_t) from
+    ``campaign.json``, or ``None`` when the campaign did not use ASHA."""
+    budgets = campaign.get("asha_budgets")
+    if not budgets:
+        return None
+    grace, max_t = float(budgets[0]), float(budgets[1])
+    scheduler = (campaign.get("spec") or {}).get("scheduler") or {}
+    factor = float(scheduler.get("reduction_factor") or 3.0)
+    rungs, rung = [], grace
+    while rung < max_t and factor > 1 and grace > 0:
+        rungs.append(rung)
+        rung *= factor
+    return rungs
 
 
 def infer_distribution(values: list[Any]) -> Any:

@@ -1,20 +1,23 @@
 """Read an experiment folder into two DataFrames, without Ray and without a GPU.
 
-An experiment folder is Tune's ``storage_path/name``: ``campaign.json`` (written by the runner)
-and one folder per trial holding ``params.json``, ``result.json`` (JSON lines, one per report),
-``provenance.json`` and, when the trial failed, ``error.txt``. Tune's own state files are not
-read. The status of a trial:
+The folder is the one :mod:`ngpt_tune.experiment` describes: ``campaign.json``, Tune's
+``experiment_state-*.json`` and one ``trial_<id>`` folder per trial (``params.json``,
+``result.json``, ``provenance.json``, ``error.txt`` if it ever failed). The status of a trial
+comes from Tune's final state of it (the newest ``experiment_state-*.json``) and its last report:
 
-- ``errored``: ``error.txt`` exists (unless a retry then finished: ``completed``, error kept);
+- ``errored``: Tune's final state is ERROR (its retries, ``max_failures``, are spent);
 - ``diverged``: the last report has ``diverged: true``;
 - ``completed``: the last report has ``finished: true`` (``step == max_steps``);
 - ``stopped``: reported but never finished, i.e. stopped early by the scheduler (its budget
   is ``budget_fraction = steps / max_steps`` and ``tokens_seen``);
-- ``unfinished``: Tune's latest saved state has it running or pending (the campaign was
-  interrupted, or is still running): ``resume`` continues it;
-- ``pending``: no report and no error.
+- ``unfinished``: Tune's state has it running or pending (the campaign was interrupted, or is
+  still running): ``resume`` continues it;
+- ``pending``: no report.
 
-Only Tune's newest ``experiment_state-*.json`` is read, for that last distinction.
+A trial that failed, was retried from its checkpoint and then finished or was stopped keeps
+its status; ``failures`` (Tune's count) and ``error`` (the last line of ``error.txt``) say what
+happened on the way. A trial that Tune's saved state does not know yet (saved every few
+seconds) is ``errored`` when it has an ``error.txt`` and no finished report.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +45,25 @@ from analysis.schema import (
 )
 from ngpt_tune.config import ModelConfig, flatten_dotted
 from ngpt_tune.errors import ConfigError
+from ngpt_tune.experiment import (
+    CAMPAIGN_FILE,
+    ERROR_FILE,
+    PARAMS_FILE,
+    PROVENANCE_FILE,
+    RESULT_FILE,
+    TRIAL_INDEX_KEY,
+    TUNE_STATE_GLOB,
+    final_column,
+    number_or_none,
+    parse_reports,
+    read_campaign,
+    trial_id_from_dirname,
+)
 from ngpt_tune.flops import flops_per_token
 
-CAMPAIGN_FILE = "campaign.json"
-DEFAULT_METRIC, DEFAULT_MODE, DEFAULT_SEED_KEY = "val_loss", "min", "train.seed"
-IGNORED_PARAMS = ("__trial_index__",)
-_TUNE_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_[0-9]{5})(?=_|$)")
-_RUNNER_TRIAL_ID = re.compile(r"^trial_([0-9A-Za-z_]+)$")
+__all__ = ["CAMPAIGN_FILE", "Experiment", "TrialRecord", "TuneState", "load_experiment",
+           "read_reports", "read_trial", "trial_status"]
+LIVE_STATES = ("RUNNING", "PENDING", "PAUSED")
 
 
 @dataclass
@@ -70,15 +84,21 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        return str(self.campaign.get("metric") or DEFAULT_METRIC)
+        """The report key the campaign optimised (``val_loss`` or ``train_loss``)."""
+        return str(self.campaign["metric"])
 
     @property
     def mode(self) -> str:
-        return str(self.campaign.get("mode") or DEFAULT_MODE)
+        return str(self.campaign["mode"])
+
+    @property
+    def metric_column(self) -> str:
+        """The trials column the analysis ranks on: the metric's last report."""
+        return final_column(self.metric)
 
     @property
     def seed_key(self) -> str:
-        return str(self.campaign.get("seed_key") or DEFAULT_SEED_KEY)
+        return str(self.campaign["seed_key"])
 
     @property
     def search_keys(self) -> list[str]:
@@ -105,12 +125,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     if not root.is_dir():
         raise FileNotFoundError(f"{location.display}: no such experiment folder")
     campaign = read_campaign(root)
-    live = live_trial_folders(root)
-    records = [read_trial(folder, live=folder.name in live) for folder in trial_folders(root)]
-    if campaign.get("search_keys") is None:  # no campaign.json: what Tune varied
-        keys = sorted({k for r in records for k in r.params})
-        campaign["search_keys"] = keys
-    seed_key = campaign.get("seed_key") or DEFAULT_SEED_KEY
+    states = tune_trial_states(root)
+    records = [read_trial(folder, state=states.get(folder.name)) for folder in trial_folders(root)]
+    seed_key = campaign["seed_key"]
     search_keys = [k for k in campaign["search_keys"] if k != seed_key]
     rows, config_values, configs = [], [], {}
     for record in records:
@@ -133,29 +150,22 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     )
 
 
-def read_campaign(root: Path) -> dict[str, Any]:
-    """``campaign.json``, or a minimal stand-in named after the folder when it is missing."""
-    path = root / CAMPAIGN_FILE
-    if path.is_file():
-        campaign = json.loads(path.read_text())
-    else:
-        campaign = {"name": root.name, "search_keys": None, "compare": None}
-    campaign.setdefault("name", root.name)
-    campaign.setdefault("metric", DEFAULT_METRIC)
-    campaign.setdefault("mode", DEFAULT_MODE)
-    campaign.setdefault("seed_key", DEFAULT_SEED_KEY)
-    campaign.setdefault("compare", None)
-    campaign.setdefault("search_keys", None)
-    return campaign
-
-
 def trial_folders(root: Path) -> list[Path]:
     """Sub-folders holding ``params.json`` or ``result.json``, by name."""
     return sorted(
         d
         for d in root.iterdir()
-        if d.is_dir() and ((d / "params.json").is_file() or (d / "result.json").is_file())
+        if d.is_dir() and ((d / PARAMS_FILE).is_file() or (d / RESULT_FILE).is_file())
     )
+
+
+@dataclass(frozen=True)
+class TuneState:
+    """Tune's final word on a trial: ``status`` (TERMINATED, ERROR, RUNNING, PENDING, PAUSED)
+    and ``num_failures`` (how often it crashed, retries included)."""
+
+    status: str
+    num_failures: int = 0
 
 
 @dataclass
@@ -167,74 +177,68 @@ class TrialRecord:
     reports: list[dict[str, Any]]
     provenance: dict[str, Any]
     error: str | None
-    live: bool = False  # Tune's saved state has it running or pending
+    state: TuneState | None = None  # None: Tune's saved state does not know the trial
 
     @property
     def config(self) -> dict[str, Any]:
         return self.provenance.get("config") or {}
 
 
-def live_trial_folders(root: Path) -> set[str]:
-    """Folders of the trials that Tune's newest saved state has RUNNING, PENDING or PAUSED."""
-    states = sorted(root.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return set()
+def tune_trial_states(root: Path) -> dict[str, TuneState]:
+    """Trial folder name -> Tune's state of it, from the newest ``experiment_state-*.json``
+    (``trial_data``: per trial, the trial's JSON and its run metadata's JSON).
+
+    Newest by the time stamp in the name (``experiment_state-2026-11-23_21-49-20.json``), not
+    by modification time: a resumed run copies the older state files again when it syncs."""
+    saved = sorted(root.glob(TUNE_STATE_GLOB))
+    if not saved:
+        return {}
     try:
-        data = json.loads(states[-1].read_text())
-        trials = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
+        states = {}
+        for entry in json.loads(saved[-1].read_text())["trial_data"]:
+            trial, metadata = (json.loads(e) if isinstance(e, str) else e for e in entry[:2])
+            states[str(trial["relative_logdir"])] = TuneState(
+                str(trial["status"]), int(metadata.get("num_failures") or 0))
     except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return set()  # a format this version does not know: no trial is called unfinished
-    return {str(t.get("relative_logdir")) for t in trials
-            if t.get("status") in ("RUNNING", "PENDING", "PAUSED")}
+        return {}  # a format this version does not know: statuses from the reports alone
+    return states
 
 
-def read_trial(folder: Path, *, live: bool = False) -> TrialRecord:
-    reports = read_reports(folder / "result.json")
-    params = _read_json(folder / "params.json")
-    provenance = _read_json(folder / "provenance.json")
-    if not params:  # Tune repeats the config in every result line; the trainable records it
-        params = (
-            (reports[-1].get("config") if reports else None) or provenance.get("searched") or {}
-        )
-    params = {k: v for k, v in flatten_dotted(params).items() if k not in IGNORED_PARAMS}
-    error_file = folder / "error.txt"
+def read_trial(folder: Path, *, state: TuneState | None = None) -> TrialRecord:
+    reports = read_reports(folder / RESULT_FILE)
+    params = _read_json(folder / PARAMS_FILE)
+    provenance = _read_json(folder / PROVENANCE_FILE)
+    params = {k: v for k, v in flatten_dotted(params).items() if k != TRIAL_INDEX_KEY}
+    error_file = folder / ERROR_FILE
     error = None
     if error_file.is_file():
         lines = [line.strip() for line in error_file.read_text(errors="replace").splitlines()]
         error = next((line for line in reversed(lines) if line), "error.txt is empty")
-    return TrialRecord(folder, params, reports, provenance, error, live)
+    return TrialRecord(folder, params, reports, provenance, error, state)
 
 
 def read_reports(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of ``result.json``; a line cut short by a crash is skipped."""
-    if not path.is_file():
-        return []
-    reports = []
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            report = json.loads(line)  # accepts NaN / Infinity, as Python's json writes them
-        except json.JSONDecodeError:
-            continue
-        if isinstance(report, dict):
-            reports.append(report)
-    return reports
+    """The JSON lines of ``result.json`` (:func:`ngpt_tune.experiment.parse_reports`)."""
+    return parse_reports(path.read_text(errors="replace")) if path.is_file() else []
 
 
 
 
 def trial_status(record: TrialRecord) -> str:
+    """One of :data:`analysis.schema.STATUSES`, as the module docstring defines them."""
     last = record.reports[-1] if record.reports else None
-    if record.error is not None and not (last and last.get("finished")):
+    state = record.state.status if record.state else None
+    if state == "ERROR" or (state is None and record.error is not None
+                            and not (last and last.get("finished"))):
         return "errored"
+    live = state in LIVE_STATES
     if last is None:
-        return "unfinished" if record.live else "pending"
+        return "unfinished" if live else "pending"
     if last.get("diverged"):
         return "diverged"
     if last.get("finished"):
         return "completed"
-    return "unfinished" if record.live else "stopped"
+    return "unfinished" if live else "stopped"
 
 
 def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -247,17 +251,17 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
     variant = prov.get("variant", record.params.get("variant"))
     values.setdefault("variant", variant)
     seed = prov.get("seed", values.get(seed_key))
-    val_losses = [_float(r.get("val_loss")) for r in reports]
+    val_losses = [number_or_none(r.get("val_loss")) for r in reports]
     finite = [v for v in val_losses if v is not None and math.isfinite(v)]
     steps, max_steps = _int(last.get("step")), _int(last.get("max_steps"))
     if max_steps is None:
         max_steps = _int(values.get("train.steps"))
     tokens = _int(last.get("tokens_seen"))
-    n_params = _int(last.get("n_params", prov.get("n_params")))
-    speeds = [s for s in (_float(r.get("tokens_per_s")) for r in reports) if s is not None]
-    wall = _float(last.get("time_total_s", last.get("elapsed_s")))
+    n_params = _int(last.get("n_params"))
+    speeds = [s for s in (number_or_none(r.get("tokens_per_s")) for r in reports) if s is not None]
+    wall = number_or_none(last.get("time_total_s", last.get("elapsed_s")))
     trial_id = str(
-        last.get("trial_id") or prov.get("trial_id") or _id_from_dirname(record.folder.name)
+        last.get("trial_id") or prov.get("trial_id") or trial_id_from_dirname(record.folder.name)
     )
     row = {
         "trial_id": trial_id,
@@ -267,7 +271,7 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
         "seed": _int(seed),
         "final_val_loss": val_losses[-1] if val_losses else None,
         "best_val_loss": min(finite) if finite else None,
-        "final_train_loss": _float(last.get("train_loss")),
+        "final_train_loss": number_or_none(last.get("train_loss")),
         "steps": steps,
         "max_steps": max_steps,
         "budget_fraction": steps / max_steps if steps is not None and max_steps else None,
@@ -276,12 +280,14 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
         "wall_time_s": wall,
         "n_params": n_params,
         "flops": _flops(record.config, n_params, tokens),
-        "device": _device(prov),
+        "device": prov.get("device"),
+        "gpus": number_or_none((prov.get("resources") or {}).get("GPU")),
         "n_reports": len(reports),
         "started_at": _time(prov.get("created_at"))
         or _time(reports[0].get("timestamp") if reports else None),
         "ended_at": _time(last.get("timestamp")),
         "error": record.error,
+        "failures": record.state.num_failures if record.state else int(record.error is not None),
     }
     return row, values
 
@@ -315,44 +321,30 @@ def _with_config_columns(rows: list[dict], values: list[dict]) -> pa.Schema:
 
 
 def _history_rows(record: TrialRecord, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per step. A trial restored from a checkpoint (after a lost node or a killed
+    driver) reports the steps after that checkpoint again: the latest report of a step wins."""
+    latest = {r.get("step"): r for r in record.reports}
     return [
         {
             "trial_id": row["trial_id"],
             "step": _int(r.get("step")),
             "tokens_seen": _int(r.get("tokens_seen")),
-            "train_loss": _float(r.get("train_loss")),
-            "val_loss": _float(r.get("val_loss")),
-            "lr": _float(r.get("lr")),
-            "tokens_per_s": _float(r.get("tokens_per_s")),
-            "elapsed_s": _float(r.get("elapsed_s")),
-            "time_total_s": _float(r.get("time_total_s")),
+            "train_loss": number_or_none(r.get("train_loss")),
+            "val_loss": number_or_none(r.get("val_loss")),
+            "lr": number_or_none(r.get("lr")),
+            "tokens_per_s": number_or_none(r.get("tokens_per_s")),
+            "elapsed_s": number_or_none(r.get("elapsed_s")),
+            "time_total_s": number_or_none(r.get("time_total_s")),
             "projections": _int(r.get("projections")),
         }
-        for r in record.reports
+        for r in latest.values()
     ]
-
-
-def _id_from_dirname(name: str) -> str:
-    """The trial id in a folder name: the runner's ``trial_{id}``, or Tune's default
-    ``{trainable}_{id}_{index}_{tag}`` with ids like ``3f2a1_00004``; else the name itself."""
-    match = _TUNE_TRIAL_ID.search(name) or _RUNNER_TRIAL_ID.match(name)
-    return match.group(1) if match else name
 
 
 def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _device(prov: dict[str, Any]) -> str | None:
-    """``provenance["device"]``, else what ``train.device`` resolved to on the trial's host."""
-    if prov.get("device"):
-        return str(prov["device"])
-    wanted = (prov.get("config") or {}).get("train", {}).get("device")
-    if wanted == "auto":
-        return "cuda" if (prov.get("hardware") or {}).get("cuda") else "cpu"
-    return wanted
 
 
 def _flops(config: dict[str, Any], n_params: int | None, tokens: int | None) -> float | None:
@@ -383,15 +375,6 @@ def _int(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(number) if math.isfinite(number) else None
-
-
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _time(value: Any) -> dt.datetime | None:

@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ngpt_tune.files import is_remote, local_path
+from ngpt_tune.experiment import CHECKPOINT_PREFIX
+from ngpt_tune.files import download_tree, is_remote, join, local_path, write_file
 
 
 @dataclass(frozen=True)
@@ -38,42 +39,24 @@ def locate(path: str | os.PathLike) -> Location:
 
 def fetch(uri: str, destination: str | os.PathLike | None = None) -> Path:
     """Copy the experiment at ``uri`` (without checkpoint folders) into a local folder."""
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(uri)
-    root = root.rstrip("/")
-    info = fs.get_file_info(root)
-    if info.type != pafs.FileType.Directory:
-        raise FileNotFoundError(f"{uri}: no experiment folder there")
     local = Path(destination or tempfile.mkdtemp(prefix="ngpt-analysis-"))
-    for entry in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        relative = entry.path[len(root) + 1 :]
-        if entry.type != pafs.FileType.File or _in_checkpoint(relative):
-            continue
-        target = local / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(entry.path) as source, open(target, "wb") as sink:
-            sink.write(source.read())
-    return local
+    try:
+        return download_tree(uri, local, skip=_in_checkpoint)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri}: no experiment folder there") from None
 
 
 def upload(location: Location, paths: list[Path]) -> list[str]:
     """Copy ``paths`` (inside ``location.local``) to the same places under ``location.uri``."""
     if location.uri is None:
         return [str(p) for p in paths]
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(location.uri)
     uploaded = []
     for path in paths:
-        relative = path.relative_to(location.local).as_posix()
-        target = f"{root.rstrip('/')}/{relative}"
-        fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(target) as sink:  # object stores replace whole objects
-            sink.write(path.read_bytes())
-        uploaded.append(f"{location.uri}/{relative}")
+        target = join(location.uri, path.relative_to(location.local).as_posix())
+        write_file(target, path.read_bytes())
+        uploaded.append(target)
     return uploaded
 
 
 def _in_checkpoint(relative: str) -> bool:
-    return any(part.startswith("checkpoint_") for part in relative.split("/")[:-1])
+    return any(part.startswith(CHECKPOINT_PREFIX) for part in relative.split("/")[:-1])

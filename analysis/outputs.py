@@ -1,8 +1,11 @@
 """``write_outputs(path)``: every analysis file, written atomically into the experiment folder.
 
-Files: ``trials.parquet``, ``history.parquet``, ``best_config.yaml``, ``plots/*.png`` and,
-last, ``summary.json`` (so a present summary means the rest is there). For a remote
-experiment the files are written into the local copy, then uploaded next to the experiment.
+Files: ``trials.parquet``, ``history.parquet``, ``best_config.yaml``, ``plots/*.png``,
+``report.html`` (with the plots) and, last, ``summary.json`` (so a present summary means the
+rest is there). For a remote experiment the files are written into the local copy, then
+uploaded next to the experiment. With a confirmation stage (``confirm/``, or where
+``campaign.json`` points), ``best_config.yaml`` is the confirmed winner and the search's own
+best goes to ``search_best_config.yaml``.
 """
 
 from __future__ import annotations
@@ -10,21 +13,34 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from analysis.confirm import find_confirmation
+from analysis.html_report import REPORT_FILE, write_report
 from analysis.io import write_json, write_parquet, write_yaml
 from analysis.load import Experiment, load_experiment
 from analysis.location import upload
 from analysis.plots import write_plots
 from analysis.schema import HISTORY_SCHEMA, to_table
-from analysis.summary import BEST_CONFIG_FILE, summarize
+from analysis.summary import summarize
+from ngpt_tune.experiment import (
+    BEST_CONFIG_FILE,
+    HISTORY_FILE,
+    PLOTS_DIR,
+    SEARCH_BEST_CONFIG_FILE,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+)
 
-SUMMARY_FILE = "summary.json"
-TRIALS_FILE = "trials.parquet"
-HISTORY_FILE = "history.parquet"
-PLOTS_DIR = "plots"
 
-
-def write_outputs(path: str | os.PathLike | Experiment, *, plots: bool = True) -> Path:
+def write_outputs(
+    path: str | os.PathLike | Experiment,
+    *,
+    plots: bool = True,
+    confirmation: str | os.PathLike | Experiment | None = None,
+) -> Path:
     """Analyse the experiment at ``path`` and write its outputs; returns ``summary.json``'s path.
+
+    ``confirmation``: the confirmation stage's experiment (a folder or a loaded one); by
+    default the one stored with the search, if any.
 
     Example:
         >>> summary_path = write_outputs("ngpt_results/alpha_lr")  # doctest: +SKIP
@@ -32,15 +48,24 @@ def write_outputs(path: str | os.PathLike | Experiment, *, plots: bool = True) -
     """
     exp = path if isinstance(path, Experiment) else load_experiment(path)
     root = exp.path
-    summary = summarize(exp)
+    if confirmation is None:
+        confirmation = find_confirmation(exp)
+    elif not isinstance(confirmation, Experiment):
+        confirmation = load_experiment(confirmation)
+    summary = summarize(exp, confirmation=confirmation)
     written = [
         write_parquet(root / TRIALS_FILE, to_table(exp.trials, exp.trials_schema)),
         write_parquet(root / HISTORY_FILE, to_table(exp.history, HISTORY_SCHEMA)),
     ]
+    winner = (summary.get("confirm") or {}).get("winner")
     if summary["best"] is not None:
-        written.append(write_yaml(root / BEST_CONFIG_FILE, summary["best"]["config"]))
+        name = SEARCH_BEST_CONFIG_FILE if winner else BEST_CONFIG_FILE
+        written.append(write_yaml(root / name, summary["best"]["config"]))
+    if winner:
+        written.append(write_yaml(root / BEST_CONFIG_FILE, winner["config"]))
     if plots:
         written += write_plots(exp, summary, root / PLOTS_DIR)
+        written.append(write_report(exp, summary, root / REPORT_FILE))
     summary_path = root / SUMMARY_FILE
     summary["outputs"] = [p.relative_to(root).as_posix() for p in [*written, summary_path]]
     write_json(summary_path, summary)

@@ -14,7 +14,8 @@ def format_ranking(
     summary: dict[str, Any] | str | os.PathLike, *, limit: int = DEFAULT_LIMIT
 ) -> str:
     """Counts, the ranking of completed trials and of configurations, early-stopped trials,
-    the comparison with the baseline arm and the command that re-runs the best configuration.
+    the comparison with the baseline arm, range warnings, the command that re-runs the best
+    configuration and, after a confirmation stage, the confirmed table and its winner.
 
     ``summary`` is the dict :func:`analysis.summarize` returns or the path of ``summary.json``.
     """
@@ -28,78 +29,40 @@ def format_ranking(
         "",
     ]
     ranking = summary.get("ranking") or []
+    metric = summary.get("metric") or "val_loss"
+    # the ranked metric, then the best val_loss (or, ranked on another metric, the final one)
+    second, second_name = ("best_val_loss", "best") if metric == "val_loss" else (
+        "final_val_loss", "val_loss")
     if ranking:
-        lines.append("completed trials")
-        rows = [
-            [
-                e["rank"],
-                e["trial_id"],
-                e["group"],
-                e["seed"],
-                _num(e["final_val_loss"]),
-                _num(e["best_val_loss"]),
-                _count(e["tokens_seen"]),
-                _count(e["tokens_per_s"]),
-                _num(e["wall_time_s"], 1),
-            ]
-            for e in ranking[:limit]
-        ]
-        lines += _table(
-            [
-                "#",
-                "trial",
-                "configuration",
-                "seed",
-                "val_loss",
-                "best",
-                "tokens",
-                "tok/s",
-                "wall s",
-            ],
-            rows,
-        )
-        if len(ranking) > limit:
-            lines.append(f"... {len(ranking) - limit} more in summary.json")
-        lines.append("")
+        lines += _titled_table(
+            "completed trials",
+            ["#", "trial", "configuration", "seed", metric, second_name, "tokens", "tok/s",
+             "wall s"],
+            [[e["rank"], e["trial_id"], e["group"], e["seed"],
+              _num(e.get("value", e["final_val_loss"])), _num(e[second]),
+              _count(e["tokens_seen"]), _count(e["tokens_per_s"]), _num(e["wall_time_s"], 1)]
+             for e in ranking],
+            limit)
     else:
         lines += ["no completed trial to rank", ""]
     configs = summary.get("ranking_by_config") or []
     if any(c["n"] >= 2 for c in configs):
-        lines.append("configurations, on the mean over seeds")
-        rows = [
-            [
-                c["rank"],
-                c["group"],
-                c["n"],
-                _num(c["mean"]),
-                _num(c["std"]),
-                "-" if c["ci95"] is None else f"[{c['ci95'][0]:.4f}, {c['ci95'][1]:.4f}]",
-            ]
-            for c in configs[:limit]
-        ]
-        lines += _table(["#", "configuration", "n", "mean", "std", "95% CI"], rows)
-        lines.append("")
+        lines += _titled_table(
+            "configurations, on the mean over seeds",
+            ["#", "configuration", "n", "mean", "std", "95% CI"],
+            [[c["rank"], c["group"], c["n"], _num(c["mean"]), _num(c["std"]),
+              "-" if c["ci95"] is None else f"[{c['ci95'][0]:.4f}, {c['ci95'][1]:.4f}]"]
+             for c in configs],
+            limit, more=False)
     stopped = summary.get("stopped_early") or []
     if stopped:
-        lines.append("stopped early by the scheduler (not ranked)")
-        rows = [
-            [
-                e["trial_id"],
-                e["group"],
-                e["seed"],
-                f"{e['steps']}/{e['max_steps']}",
-                _pct(e["budget_fraction"]),
-                _count(e["tokens_seen"]),
-                _num(e["val_loss_at_stop"]),
-            ]
-            for e in stopped[:limit]
-        ]
-        lines += _table(
-            ["trial", "configuration", "seed", "steps", "budget", "tokens", "val_loss then"], rows
-        )
-        if len(stopped) > limit:
-            lines.append(f"... {len(stopped) - limit} more in summary.json")
-        lines.append("")
+        lines += _titled_table(
+            "stopped early by the scheduler (not ranked)",
+            ["trial", "configuration", "seed", "steps", "budget", "tokens", "val_loss then"],
+            [[e["trial_id"], e["group"], e["seed"], f"{e['steps']}/{e['max_steps']}",
+              _pct(e["budget_fraction"]), _count(e["tokens_seen"]), _num(e["val_loss_at_stop"])]
+             for e in stopped],
+            limit)
     for failed in summary.get("failed") or []:
         reason = f": {failed['error']}" if failed.get("error") else ""
         lines.append(f"{failed['status']}: {failed['trial_id']} ({failed['group']}){reason}")
@@ -121,16 +84,43 @@ def format_ranking(
             n_base = next((a["n"] for a in comparison["arms"] if a.get("baseline")), 0)
             lines.append(f"  {arm['arm']}: {change}, n={arm['n']} vs {n_base}: {arm['verdict']}")
         lines.append("")
+    importance = summary.get("importance") or {}
+    if importance.get("importances"):
+        budget = importance.get("budget") or {}
+        where = (f"{importance['n_trials']} trials at the ASHA rung "
+                 f"{budget['time_attr']} = {_count(budget['at'])}" if budget.get("level") == "rung"
+                 else f"{importance['n_trials']} completed trials")
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in importance["importances"].items())
+        lines += [f"importance (PED-ANOVA, {where}): {shares}", ""]
+    elif importance.get("reason"):
+        lines += [f"importance: not computed ({importance['reason']})", ""]
+    for warning in summary.get("range_warnings") or []:
+        lines.append(f"range warning: {warning['message']}")
+    if summary.get("range_warnings"):
+        lines.append("")
     best = summary.get("best")
+    confirm = summary.get("confirm")
     if best:
         spread = f" +/- {best['std']:.4f}" if best.get("std") is not None else ""
-        lines.append(
-            f"best configuration: {best['group']}: {_num(best['mean'])}{spread} (n={best['n']})"
-        )
+        which = "the search's best configuration" if confirm else "best configuration"
+        lines.append(f"{which}: {best['group']}: {_num(best['mean'])}{spread} (n={best['n']})")
         if best.get("note"):
             lines.append(f"  note: {best['note']}")
         lines.append(f"  re-run it alone: {best['command']}")
+    if confirm:
+        from analysis.confirm import format_confirm
+
+        lines += ["", *format_confirm(confirm, summary.get("metric"))]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _titled_table(title: str, header: list[str], rows: list[list[Any]], limit: int, *,
+                  more: bool = True) -> list[str]:
+    """A title, the first ``limit`` rows as a table, a line for the rest, a blank line."""
+    lines = [title, *_table(header, rows[:limit])]
+    if more and len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more in summary.json")
+    return [*lines, ""]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:

@@ -40,10 +40,12 @@ TRIAL_FIELDS = (
     pa.field("n_params", pa.int64()),
     pa.field("flops", pa.float64()),  # tokens_seen * ngpt_tune.flops.flops_per_token
     pa.field("device", pa.string()),
+    pa.field("gpus", pa.float64()),  # GPUs Ray granted the trial (a share: 0.5), whatever device
     pa.field("n_reports", pa.int64()),
     pa.field("started_at", _TIME),
     pa.field("ended_at", _TIME),
-    pa.field("error", pa.string()),  # last line of error.txt
+    pa.field("error", pa.string()),  # last line of error.txt: the last failure, if any
+    pa.field("failures", pa.int64()),  # how often Tune saw the trial crash, retries included
 )
 
 HISTORY_FIELDS = (

@@ -2,7 +2,10 @@
 
 Completed trials are ranked on the final validation loss, and configurations on their mean
 over seeds (with n, std and a 95% t-interval); trials stopped early by the scheduler are listed
-apart with the budget they reached and are never ranked with finished ones.
+apart with the budget they reached and are never ranked with finished ones. Searched numeric
+parameters whose best value sits in the outer 10% of their range get a ``range_warnings``
+entry (``analysis.ranges``); with a confirmation stage the ``confirm`` section holds its
+statistics (``analysis.confirm``) and ``best_config.yaml`` is the confirmed winner.
 """
 
 from __future__ import annotations
@@ -19,23 +22,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.importance import param_importance
+from analysis.confirm import confirm_section
+from analysis.importance import asha_rungs, param_importance
 from analysis.io import to_jsonable
 from analysis.load import Experiment
+from analysis.ranges import CONTINUOUS, range_warnings, search_space
 from analysis.schema import SCHEMA_VERSION, STATUSES
 from analysis.stats import describe, verdict, welch
 from ngpt_tune.config import nest_dotted
+from ngpt_tune.experiment import BEST_CONFIG_FILE, SEARCH_BEST_CONFIG_FILE
 from ngpt_tune.provenance import git_commit, package_versions
 
-BEST_CONFIG_FILE = "best_config.yaml"
-METRIC_COLUMN = "final_val_loss"
+METRIC_COLUMN = "final_val_loss"  # the default; a campaign's own is Experiment.metric_column
 MAX_CATEGORIES = 6  # a numeric parameter with more distinct values is binned
 N_BINS = 4
 FLOPS_NOTE = "6 N per token plus 12 n_layer n_embd block_size for attention (ngpt_tune.flops)"
 
 
-def summarize(experiment: Experiment) -> dict[str, Any]:
-    """The summary of ``experiment`` as plain JSON-ready data.
+def summarize(experiment: Experiment, *, confirmation: Experiment | None = None) -> dict[str, Any]:
+    """The summary of ``experiment`` as plain JSON-ready data; ``confirmation`` is its
+    confirmation stage's experiment, if any (see :func:`analysis.confirm.find_confirmation`).
 
     Example:
         >>> summary = summarize(load_experiment("ngpt_results/alpha_lr"))  # doctest: +SKIP
@@ -44,9 +50,15 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
     exp, trials = experiment, experiment.trials
     campaign = exp.campaign
     minimize = exp.mode == "min"
-    done = _sorted(trials[trials["status"] == "completed"], minimize)
-    configs = rank_configs(done, exp.search_keys, minimize)
+    column = exp.metric_column  # final_val_loss, or final_train_loss for `metric: train_loss`
+    done = _sorted(trials[trials["status"] == "completed"], minimize, column)
+    configs = rank_configs(done, exp.search_keys, minimize, column=column)
     best = best_configuration(exp, configs, done)
+    confirm = None if confirmation is None else confirm_section(exp, confirmation)
+    if best is not None and confirm is not None and confirm.get("winner"):
+        path = _output_path(exp, SEARCH_BEST_CONFIG_FILE)  # best_config.yaml: the winner's
+        best.update(config_path=path, command=f"python -m ngpt_tune train {shlex.quote(path)}")
+    space = search_space(campaign)
     summary = {
         "schema_version": SCHEMA_VERSION,
         "campaign": exp.name,
@@ -56,7 +68,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         "spec": campaign.get("spec"),
         "command": campaign.get("command"),
         "metric": exp.metric,
-        "ranked_on": f"{METRIC_COLUMN} (the {exp.metric} of the last report; mode {exp.mode})",
+        "ranked_on": f"{column} (the {exp.metric} of the last report; mode {exp.mode})",
         "mode": exp.mode,
         "search_keys": exp.search_keys,
         "seed_key": exp.seed_key,
@@ -72,11 +84,23 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
         "ranking_by_config": configs,
         "stopped_early": _stopped(exp, trials),
         "failed": _failed(exp, trials),
+        "retried": _retried(trials),
         "best": best,
-        "parameters": parameter_effects(done, exp.search_keys, best, minimize),
+        "parameters": parameter_effects(done, exp.search_keys, best, minimize, space=space,
+                                        column=column),
+        "search_space": space,
+        "range_warnings": range_warnings(space, (best or {}).get("params")),
         "importance": param_importance(
-            trials, exp.search_keys, metric_column=METRIC_COLUMN, mode=exp.mode
+            trials,
+            exp.search_keys,
+            metric_column=column,
+            mode=exp.mode,
+            history=exp.history,
+            rungs=asha_rungs(campaign),
+            time_attr=campaign.get("time_attr") or "tokens_seen",
+            metric=exp.metric,
         ),
+        "confirm": confirm,
         "seed_groups": [c for c in configs if c["n"] >= 2],
         "comparison": compare_arms(exp, campaign.get("compare")),
         "compute": compute(trials),
@@ -90,11 +114,13 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
     return to_jsonable(summary)
 
 
-def rank_configs(done: pd.DataFrame, keys: list[str], minimize: bool) -> list[dict[str, Any]]:
-    """Configurations (trials equal up to the seed) ranked on the mean of the metric."""
+def rank_configs(done: pd.DataFrame, keys: list[str], minimize: bool, *,
+                 column: str = METRIC_COLUMN) -> list[dict[str, Any]]:
+    """Configurations (trials equal up to the seed) ranked on the mean of the metric
+    (the trials' ``column``)."""
     entries = []
     for config_id, group in done.groupby("config_id", sort=False):
-        stats = describe(group[METRIC_COLUMN].tolist())
+        stats = describe(group[column].tolist())
         entries.append(
             {
                 "group": group["group"].iloc[0],
@@ -137,9 +163,9 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
         "ci95": top["ci95"],
         "trial_id": trial_id,
         "seed": _scalar(trial["seed"]),
-        "final_val_loss": trial[METRIC_COLUMN],
+        "final_val_loss": trial["final_val_loss"],
         "metric": exp.metric,
-        "value": trial[METRIC_COLUMN],  # that trial's; the configuration's is "mean"
+        "value": trial[exp.metric_column],  # that trial's; the configuration's is "mean"
         "config": config,
         "config_path": config_path,
         "command": f"python -m ngpt_tune train {shlex.quote(config_path)}",
@@ -148,16 +174,24 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
     leader = done.iloc[0]
     if leader["config_id"] != top["config_id"]:
         best["note"] = (
-            f"the single best trial {leader['trial_id']} ({leader[METRIC_COLUMN]:.4f}, "
+            f"the single best trial {leader['trial_id']} ({leader[exp.metric_column]:.4f}, "
             f"{leader['group']}) is not in the best configuration on the mean over seeds"
         )
     return best
 
 
 def parameter_effects(
-    done: pd.DataFrame, keys: list[str], best: dict | None, minimize: bool
+    done: pd.DataFrame,
+    keys: list[str],
+    best: dict | None,
+    minimize: bool,
+    *,
+    space: dict[str, dict[str, Any]] | None = None,
+    column: str = METRIC_COLUMN,
 ) -> dict[str, Any]:
-    """Per searched parameter: the metric of completed trials by value (or by quantile bin)."""
+    """Per searched parameter: the metric of completed trials by value, or, for a continuous
+    parameter (a uniform / loguniform / quniform search, else more than ``MAX_CATEGORIES``
+    distinct numbers), by quantile bin with Spearman's rank correlation as the trend."""
     effects = {}
     for key in keys:
         if key not in done:
@@ -165,7 +199,8 @@ def parameter_effects(
         rows = done[done[key].notna()]
         values = rows[key]
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        continuous = numeric and values.nunique() > MAX_CATEGORIES
+        dist = (space or {}).get(key, {}).get("dist")
+        continuous = numeric and (dist in CONTINUOUS or values.nunique() > MAX_CATEGORIES)
         buckets = []
         if continuous:
             bins = pd.qcut(values.astype(float), q=N_BINS, duplicates="drop")
@@ -173,21 +208,38 @@ def parameter_effects(
                 buckets.append(
                     {
                         "bin": [float(part[key].min()), float(part[key].max())],
-                        **describe(part[METRIC_COLUMN].tolist()),
+                        **describe(part[column].tolist()),
                     }
                 )
         else:
             for value, part in rows.groupby(key, sort=True):
-                buckets.append({"value": _scalar(value), **describe(part[METRIC_COLUMN].tolist())})
+                buckets.append({"value": _scalar(value), **describe(part[column].tolist())})
         ranked = [b for b in buckets if b["mean"] is not None]
         top = min(ranked, key=lambda b: _sort_key(b["mean"], minimize)) if ranked else None
         effects[key] = {
             "kind": "continuous" if continuous else "categorical",
+            "dist": dist,
+            "scale": "log" if dist == "loguniform" else "linear",
+            "trend": rank_trend(values, rows[column]) if continuous else None,
             "best_value": (best or {}).get("params", {}).get(key),
             "best_by_mean": None if top is None else top.get("value", top.get("bin")),
             "by_bin" if continuous else "by_value": buckets,
         }
     return effects
+
+
+def rank_trend(values: pd.Series, metric: pd.Series) -> dict[str, Any] | None:
+    """Spearman's rank correlation of the metric with a continuous parameter (scale-free, so
+    the same for log and linear axes): ``{"spearman", "p_value", "n"}``, ``None`` under 3."""
+    from scipy.stats import spearmanr
+
+    x, y = values.astype(float).to_numpy(), metric.astype(float).to_numpy()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    result = spearmanr(x, y)
+    return {"spearman": float(result.statistic), "p_value": float(result.pvalue), "n": len(x)}
 
 
 def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None:
@@ -277,7 +329,13 @@ def compute(trials: pd.DataFrame) -> dict[str, Any]:
     """Tokens, FLOPs and hardware-hours over all trials (stopped and failed ones included)."""
     on_gpu = trials["device"].fillna("").str.startswith("cuda")
     wall = trials["wall_time_s"].fillna(0.0)
-    gpu_hours, cpu_hours = float(wall[on_gpu].sum()) / 3600, float(wall[~on_gpu].sum()) / 3600
+    # a trial counts the GPUs (or share of one) Ray granted it, even if it trained on the CPU;
+    # a record without the grant (before provenance had it): one GPU if it trained on CUDA
+    gpus = trials["gpus"].astype("float64").fillna(0.0) if "gpus" in trials else 0.0 * wall
+    gpus = gpus.where(gpus > 0, on_gpu.astype("float64"))
+    held = gpus > 0
+    gpu_hours = float((wall * gpus).sum()) / 3600
+    cpu_hours = float(wall[~held].sum()) / 3600
     return {
         "total_tokens": int(trials["tokens_seen"].fillna(0).sum()),
         "flops": float(trials["flops"].fillna(0.0).sum()),
@@ -285,7 +343,8 @@ def compute(trials: pd.DataFrame) -> dict[str, Any]:
         "gpu_hours": gpu_hours,
         "cpu_hours": cpu_hours,
         "hours": gpu_hours + cpu_hours,
-        "hours_label": "GPU-hours" if bool(on_gpu.any()) else "CPU-hours",
+        "hours_label": "GPU-hours" if bool(held.any()) else "CPU-hours",
+        "gpu_trials_on_cpu": int((held & ~on_gpu).sum()),  # held a GPU, trained on the CPU
         "wall_time_s": float(wall.sum()),
         "devices": {
             str(k): int(v) for k, v in trials["device"].fillna("unknown").value_counts().items()
@@ -300,6 +359,7 @@ def _trial_entry(exp: Experiment, row: pd.Series, *, rank: int | None = None) ->
             "trial_id": row["trial_id"],
             "group": row["group"],
             "seed": _scalar(row["seed"]),
+            "value": row[exp.metric_column],  # the campaign's metric, last report
             "final_val_loss": row["final_val_loss"],
             "best_val_loss": row["best_val_loss"],
             "steps": _scalar(row["steps"]),
@@ -341,7 +401,23 @@ def _failed(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
             "seed": _scalar(r["seed"]),
             "steps": _scalar(r["steps"]),
             "error": _scalar(r["error"]),
+            "failures": _scalar(r["failures"]),
             "params": _params(r, exp.search_keys),
+        }
+        for _, r in rows.iterrows()
+    ]
+
+
+def _retried(trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """Trials that crashed, were retried by Tune and then ended otherwise (completed, stopped,
+    diverged...): their status is their last run's; the failures are kept here."""
+    rows = trials[(trials["failures"].fillna(0) > 0) & (trials["status"] != "errored")]
+    return [
+        {
+            "trial_id": r["trial_id"],
+            "status": r["status"],
+            "failures": _scalar(r["failures"]),
+            "last_error": _scalar(r["error"]),
         }
         for _, r in rows.iterrows()
     ]
@@ -356,8 +432,8 @@ def _dates(campaign: dict[str, Any], trials: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _sorted(frame: pd.DataFrame, minimize: bool) -> pd.DataFrame:
-    key = frame[METRIC_COLUMN].map(lambda v: _sort_key(v, minimize))
+def _sorted(frame: pd.DataFrame, minimize: bool, column: str = METRIC_COLUMN) -> pd.DataFrame:
+    key = frame[column].map(lambda v: _sort_key(v, minimize))
     order = sorted(range(len(frame)), key=lambda i: (key.iloc[i], frame["trial_id"].iloc[i]))
     return frame.iloc[order]
 

@@ -1,54 +1,121 @@
-"""Optuna + ASHA vs the full grid on the same space: tokens spent to get within 1% of the
-grid's best validation loss.
+"""Search efficiency, side by side: tokens each searcher spends to get within 1% (and 0.5%) of
+the best configuration, on one problem, one trial cap, one concurrency, over several seeds.
 
-The space is a grid of alpha x learning rate for a tiny nGPT on the built-in corpus. The grid
-campaign runs every point to the end (FIFO). The Optuna + ASHA campaign samples the same
-points (as categorical choices) with the same cap on trials and stops weak ones early. Both go
-through the project's own runner (the specs are written to a temporary folder).
+The problem: a tiny nGPT (1 layer, width 32) on the built-in corpus, searching a continuous
+``loguniform`` alpha and learning rate and a categorical lr schedule. Its reference optimum
+comes from a dense sweep (every point of a 7 x 7 log-spaced grid for each schedule, trained in
+full), measured once and cached in the output folder (``--out``, default
+``~/.cache/ngpt-tune/search_efficiency``).
 
-For the grid, the cost is every token it trained: its best is only known at the end. For
-Optuna + ASHA, the cost is every token trained by all trials, up to the moment the first
-trial within 1% of the grid's best (final val_loss) finishes.
+The methods, each over ``--seeds`` searcher seeds (the training seed is fixed, so every method
+sees the same landscape):
 
-    python benchmarks/search_efficiency.py               # 4 x 4 grid, 90 steps, 4 TPE seeds
+- ``ngpt-tune``: the shipped searcher (PruneAwareOptunaSearch + ASHA on tokens), through the
+  project's runner;
+- ``candidate`` (with ``--candidate``): the shipped searcher with other TPE options;
+- ``ray-optuna``: Ray's stock OptunaSearch + ASHA (ASHA-stopped trials told COMPLETE);
+- ``random``: random search + ASHA;
+- ``optuna``: Optuna alone, no Ray: TPE with Optuna's Hyperband pruner, ``fit()`` in-process
+  in ``concurrency`` threads;
+- ``grid``: a 3 x 3 grid of the sweep's points per schedule, in full, in order (no seed).
+
+Cost: every token trained by all trials up to the moment the first trial within the target
+finishes (a campaign that never reaches it is charged all its tokens and counted as missing).
+
+    python benchmarks/search_efficiency.py                       # 26.5 minutes on 2 cores
+    python benchmarks/search_efficiency.py --candidate multivariate,group,constant_liar
     python benchmarks/search_efficiency.py --smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import datetime as dt
+import hashlib
+import itertools
 import json
 import os
 import platform
+import statistics
+import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-ALPHAS = [0.05, 0.1, 0.2, 0.4]
-LRS = [3e-4, 1e-3, 3e-3, 1e-2]
+ALPHA = (0.02, 1.0)  # loguniform
+LR = (1e-3, 0.2)  # loguniform
+SCHEDULES = ["cosine", "constant"]
 BASE = {
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
-    "data": {"dir": "builtin", "batch_size": 4, "val_tokens": 1024},
-    "train": {"device": "cpu"},
+    "data": {"dir": "builtin", "batch_size": 4, "val_tokens": 512},
+    "train": {"device": "cpu", "threads": 1},
 }
+STARTUP = 6  # TPE's random start-up trials, the same for every TPE method
+RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random")
 
 
-def write_spec(folder: Path, name: str, *, steps: int, optuna: bool, alphas, lrs,
-               seed: int) -> Path:
-    dist = "choice" if optuna else "grid"
+def dense_points(n: int) -> list[dict]:
+    alphas = np.geomspace(*ALPHA, n).tolist()
+    lrs = np.geomspace(*LR, n).tolist()
+    return [{"model.alpha": a, "optim.lr": lr, "optim.schedule": s}
+            for s, a, lr in itertools.product(SCHEDULES, alphas, lrs)]
+
+
+def grid_points(n: int) -> list[dict]:
+    """The user's grid: every other dense point, away from the range's edges (n = 7: 3 x 3)."""
+    alphas = np.geomspace(*ALPHA, n).tolist()[1::2]
+    lrs = np.geomspace(*LR, n).tolist()[1::2]
+    return [{"model.alpha": a, "optim.lr": lr, "optim.schedule": s}
+            for s, a, lr in itertools.product(SCHEDULES, alphas, lrs)]
+
+
+def base(steps: int) -> dict:
+    return {**BASE, "train": {**BASE["train"], "steps": steps, "eval_every": max(1, steps // 9)}}
+
+
+def _fit_point(point: dict, steps: int) -> tuple[float, int]:
+    from ngpt_tune.config import Config
+    from ngpt_tune.train import fit
+
+    result = fit(Config.from_dict(base(steps)).override(point))
+    return float(result.metrics["val_loss"]), int(result.metrics["tokens_seen"])
+
+
+def reference(out: Path, *, n: int, steps: int, workers: int) -> dict:
+    """The dense sweep, trained once per problem and cached in ``out``."""
+    problem = {"alpha": ALPHA, "lr": LR, "schedules": SCHEDULES, "base": base(steps), "n": n}
+    key = hashlib.sha256(json.dumps(problem, sort_keys=True).encode()).hexdigest()[:12]
+    path = out / f"reference-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    points = dense_points(n)
+    with cf.ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_fit_point, points, itertools.repeat(steps)))
+    record = {"problem": problem, "points": [{**p, "val_loss": v, "tokens": t}
+                                             for p, (v, t) in zip(points, results)]}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return record
+
+
+def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, seed: int,
+               concurrency: int) -> Path:
     spec = {
         "name": name,
-        "base": {**BASE, "train": {**BASE["train"], "steps": steps,
-                                   "eval_every": max(1, steps // 9)}},
-        "search": {"model.alpha": {dist: alphas}, "optim.lr": {dist: lrs}},
-        "searcher": {"name": "optuna", "seed": seed, "n_startup_trials": 4} if optuna
-        else "grid",
-        "scheduler": {"name": "asha", "time_attr": "step", "grace_period": steps // 9,
-                      "reduction_factor": 3} if optuna else "fifo",
-        "num_samples": len(alphas) * len(lrs) if optuna else 1,
-        "max_concurrent_trials": 2,
+        "base": base(steps),
+        "search": {"model.alpha": {"loguniform": list(ALPHA)},
+                   "optim.lr": {"loguniform": list(LR)},
+                   "optim.schedule": {"choice": SCHEDULES}},
+        "searcher": {"name": searcher, "seed": seed, **(
+            {"n_startup_trials": STARTUP} if searcher == "optuna" else {})},
+        "scheduler": {"name": "asha", "time_attr": "tokens_seen", "reduction_factor": 3},
+        "num_samples": cap,
+        "max_concurrent_trials": concurrency,
+        "checkpoint": {"every": steps, "keep": 1},  # at the end only: Tune's overhead, not tokens
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
     }
     path = folder / f"{name}.yaml"
@@ -56,93 +123,255 @@ def write_spec(folder: Path, name: str, *, steps: int, optuna: bool, alphas, lrs
     return path
 
 
-def reports(experiment: Path) -> list[dict]:
-    """Every report of every trial, with the trial's folder name."""
-    out = []
-    for trial in experiment.glob("trial_*"):
-        for line in (trial / "result.json").read_text().splitlines():
-            if line.strip():
-                out.append({**json.loads(line), "trial": trial.name})
-    return out
+class Log:
+    """Every report of every trial, in the order the driver saw them: (trial, tokens_seen,
+    val_loss, finished)."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, int, float, bool]] = []
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # Tune pickles its scheduler with the experiment's state
+        return {"rows": self.rows}
+
+    def __setstate__(self, state: dict) -> None:
+        self.rows, self.lock = state["rows"], threading.Lock()
+
+    def add(self, trial: str, metrics: dict) -> None:
+        with self.lock:
+            self.rows.append((trial, int(metrics["tokens_seen"]), float(metrics["val_loss"]),
+                              bool(metrics.get("finished", False))))
+
+    def score(self, targets: dict[str, float]) -> dict:
+        """Tokens spent until the first finished trial <= each target; the final best."""
+        seen: dict[str, int] = {}
+        spent: dict[str, float | None] = dict.fromkeys(targets)
+        for trial, tokens, loss, finished in self.rows:
+            seen[trial] = max(seen.get(trial, 0), tokens)
+            for name, target in targets.items():
+                if spent[name] is None and finished and loss <= target:
+                    spent[name] = float(sum(seen.values()))
+        finals = [loss for _, _, loss, finished in self.rows if finished]
+        return {"tokens_to": spent, "tokens_total": float(sum(seen.values())),
+                "best": min(finals) if finals else None,
+                "trials": len(seen)}
 
 
-def run(spec_path: Path, storage: Path) -> Path:
+class _Recording:
+    """Mixed into the runner's scheduler: it also logs every result it sees, in the order the
+    driver saw them (Tune hands every result to the scheduler)."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if "val_loss" in result:
+            self._log.add(trial.trial_id, result)
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def recording(build, log: Log):
+    """``build`` (a SCHEDULERS entry), its scheduler logging into ``log``."""
+
+    def recorded(spec, **kwargs):
+        scheduler = build(spec, **kwargs)
+        cls = type(scheduler)
+        scheduler.__class__ = type(f"Recording{cls.__name__}", (_Recording, cls), {})
+        scheduler._log = log
+        return scheduler
+
+    return recorded
+
+
+def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
+                 concurrency: int, candidate: dict) -> Log:
+    from ray.tune.search.optuna import OptunaSearch
+
+    from ngpt_tune import search
     from ngpt_tune.runner import build_spec, build_tuner
 
-    spec = build_spec(str(spec_path))
-    build_tuner(spec, storage=str(storage), name=spec.name).fit()
-    return storage / spec.name
+    log = Log()
+    name = f"{method}-{seed}"
+    spec = build_spec(str(write_spec(root, name, steps=steps, cap=cap, concurrency=concurrency,
+                                     searcher="random" if method == "random" else "optuna",
+                                     seed=seed)))
+    searchers, schedulers = dict(search.SEARCHERS), dict(search.SCHEDULERS)
+    search.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
+    if method == "candidate":
+        search.SEARCHERS["optuna"] = lambda s, **kw: search._optuna(s, tpe=candidate, **kw)
+    elif method == "ray-optuna":
+        search.SEARCHERS["optuna"] = lambda s, **kw: OptunaSearch(
+            space=search.OptunaSpace(s), metric=s.metric, mode=s.mode,
+            sampler=search.tpe_sampler(s, multivariate=False))
+    try:
+        build_tuner(spec, storage=str(root), name=name).fit()
+    finally:
+        search.SEARCHERS.update(searchers)
+        search.SCHEDULERS.update(schedulers)
+    return log
 
 
-def tokens_until(rows: list[dict], target: float) -> tuple[float | None, float]:
-    """Tokens trained by all trials when the first finished trial <= target ended, and the
-    campaign's total; timestamps order the reports across trials."""
-    rows = sorted(rows, key=lambda r: r["timestamp"])
-    seen: dict[str, int] = {}
-    for r in rows:
-        seen[r["trial"]] = r["tokens_seen"]
-        if r["finished"] and r["val_loss"] <= target:
-            return float(sum(seen.values())), float(sum(_last(rows).values()))
-    return None, float(sum(_last(rows).values()))
+def optuna_campaign(*, steps: int, cap: int, seed: int, concurrency: int) -> Log:
+    """Optuna on its own: TPE + Hyperband, ``fit()`` in-process, ``concurrency`` threads."""
+    import optuna
+
+    from ngpt_tune.config import Config
+    from ngpt_tune.train import fit
+
+    log = Log()
+    config = Config.from_dict(base(steps))
+    evals = 9
+
+    def objective(trial: optuna.Trial) -> float:
+        point = {"model.alpha": trial.suggest_float("model.alpha", *ALPHA, log=True),
+                 "optim.lr": trial.suggest_float("optim.lr", *LR, log=True),
+                 "optim.schedule": trial.suggest_categorical("optim.schedule", SCHEDULES)}
+        step = 0
+
+        def report(metrics, save):
+            nonlocal step
+            step += 1
+            log.add(str(trial.number), metrics)
+            trial.report(metrics["val_loss"], step)
+            if not metrics["finished"] and trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return float(fit(config.override(point), report=report).metrics["val_loss"])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=evals,
+                                              reduction_factor=3))
+    study.optimize(objective, n_trials=cap, n_jobs=concurrency)
+    return log
 
 
-def _last(rows: list[dict]) -> dict[str, int]:
-    last: dict[str, int] = {}
-    for r in rows:
-        last[r["trial"]] = max(last.get(r["trial"], 0), r["tokens_seen"])
-    return last
+def grid_campaign(ref: dict, n: int) -> Log:
+    """The grid, in full and in order: its points are dense-sweep points (no training)."""
+    by_point = {(p["model.alpha"], p["optim.lr"], p["optim.schedule"]): p for p in ref["points"]}
+    log = Log()
+    for i, point in enumerate(grid_points(n)):
+        p = by_point[(point["model.alpha"], point["optim.lr"], point["optim.schedule"])]
+        log.add(str(i), {"tokens_seen": p["tokens"], "val_loss": p["val_loss"], "finished": True})
+    return log
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(campaigns: dict[str, list[dict]], targets: dict[str, float]) -> dict:
+    table = {}
+    for method, runs in campaigns.items():
+        row = {"seeds": len(runs)}
+        for name in targets:
+            charged = [r["tokens_to"][name] or r["tokens_total"] for r in runs]
+            row[f"tokens_to_{name}"] = _stats(charged)
+            row[f"reached_{name}"] = sum(r["tokens_to"][name] is not None for r in runs)
+        row["best"] = _stats([r["best"] for r in runs if r["best"] is not None])
+        row["tokens_total"] = _stats([r["tokens_total"] for r in runs])
+        table[method] = row
+    shipped = table.get("ngpt-tune")
+    for row in table.values():
+        for name in targets:
+            key = f"tokens_to_{name}"
+            row[f"ratio_{name}"] = row[key][0] / shipped[key][0] if shipped else None
+    return table
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_table(table: dict, targets: dict[str, float]) -> None:
+    names = list(targets)
+    head = " | ".join(f"tokens to {n} (mean ± sd, reached) | x ngpt-tune" for n in names)
+    print(f"| method | seeds | {head} | final best (mean ± sd) | campaign tokens |")
+    print("|---" * (4 + 2 * len(names)) + "|")
+    for method, row in table.items():
+        cells = " | ".join(
+            f"{row[f'tokens_to_{n}'][0]:,.0f} ± {row[f'tokens_to_{n}'][1]:,.0f} "
+            f"({row[f'reached_{n}']}/{row['seeds']}) | {_ratio(row[f'ratio_{n}'])}"
+            for n in names)
+        print(f"| {method} | {row['seeds']} | {cells} | {row['best'][0]:.4f} ± "
+              f"{row['best'][1]:.4f} | {row['tokens_total'][0]:,.0f} |")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=90, help="steps of a full trial")
-    parser.add_argument("--seeds", type=int, default=4, help="Optuna campaigns (TPE seeds)")
-    parser.add_argument("--smoke", action="store_true", help="a 2 x 2 grid, 18 steps")
+    parser.add_argument("--steps", type=int, default=45, help="steps of a full trial")
+    parser.add_argument("--cap", type=int, default=18, help="trials per campaign")
+    parser.add_argument("--seeds", type=int, default=5, help="searcher seeds per method")
+    parser.add_argument("--dense", type=int, default=7, help="sweep points per log axis")
+    parser.add_argument("--concurrency", type=int, default=2, help="trials at a time")
+    parser.add_argument("--methods", default="ngpt-tune,ray-optuna,random,optuna,grid",
+                        help="comma-separated; 'candidate' needs --candidate")
+    parser.add_argument("--candidate", default="",
+                        help="TPE options for the 'candidate' method, e.g. multivariate,group")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="cache of the reference sweep (default ~/.cache/ngpt-tune/...)")
+    parser.add_argument("--smoke", action="store_true", help="1 seed x 3 trials of 6 steps")
     args = parser.parse_args(argv)
-    alphas, lrs = ALPHAS, LRS
+    candidate = {k: True for k in args.candidate.split(",") if k}
+    methods = [m for m in args.methods.split(",") if m]
+    if candidate and "candidate" not in methods:
+        methods.insert(1, "candidate")
     if args.smoke:
-        alphas, lrs, args.steps, args.seeds = ALPHAS[:2], LRS[2:], 18, 1
+        args.steps, args.cap, args.seeds, args.dense = 6, 3, 1, 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        grid_rows = reports(run(write_spec(root, "grid", steps=args.steps, optuna=False,
-                                           alphas=alphas, lrs=lrs, seed=0), root))
-        best = min(r["val_loss"] for r in grid_rows if r["finished"])
-        target = best * 1.01
-        _, grid_tokens = tokens_until(grid_rows, -1.0)
-        campaigns = []
+        out = args.out or (root / "reference" if args.smoke else
+                           Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+                           / "ngpt-tune" / "search_efficiency")
+        ref = reference(out, n=args.dense, steps=args.steps, workers=args.concurrency)
+        best = min(p["val_loss"] for p in ref["points"])
+        targets = {"1%": best * 1.01, "0.5%": best * 1.005}
+        campaigns: dict[str, list[dict]] = {m: [] for m in methods}
+        if any(m in RAY_METHODS for m in methods):
+            import ray
+
+            ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False,
+                     log_to_driver=False)
         for seed in range(args.seeds):
-            rows = reports(run(write_spec(root, f"optuna{seed}", steps=args.steps, optuna=True,
-                                          alphas=alphas, lrs=lrs, seed=seed), root))
-            spent, total = tokens_until(rows, target)
-            campaigns.append({"seed": seed, "tokens_to_target": spent, "tokens_total": total,
-                              "best": min(r["val_loss"] for r in rows if r["finished"])})
-    ray.shutdown()
-    print(f"search_efficiency: {len(alphas)} x {len(lrs)} grid of alpha x lr, {args.steps} "
-          f"steps per trial; grid best val_loss {best:.4f}, target (1%) {target:.4f}")
-    print(f"grid: {grid_tokens:,.0f} tokens")
-    for c in campaigns:
-        share = c["tokens_to_target"] / grid_tokens if c["tokens_to_target"] else None
-        reached = f"{c['tokens_to_target']:,.0f} tokens = {share:.0%} of the grid's" if share \
-            else "target not reached"
-        print(f"optuna+asha seed {c['seed']}: best {c['best']:.4f}; {reached}; whole campaign "
-              f"{c['tokens_total'] / grid_tokens:.0%} of the grid's tokens")
-        c["share_of_grid"] = share
-    shares = [c["share_of_grid"] for c in campaigns if c["share_of_grid"] is not None]
-    if shares:
-        print(f"mean over {len(campaigns)} TPE seeds: {sum(shares) / len(shares):.0%} of the "
-              f"grid's tokens ({len(shares)} of {len(campaigns)} reached the target)")
+            for method in methods:
+                if method in RAY_METHODS:
+                    log = ray_campaign(method, root, steps=args.steps, cap=args.cap, seed=seed,
+                                       concurrency=args.concurrency, candidate=candidate)
+                elif method == "optuna":
+                    log = optuna_campaign(steps=args.steps, cap=args.cap, seed=seed,
+                                          concurrency=args.concurrency)
+                elif method == "grid":
+                    if seed:
+                        continue
+                    log = grid_campaign(ref, args.dense)
+                else:
+                    parser.error(f"unknown method {method!r}")
+                campaigns[method].append({"seed": seed, **log.score(targets)})
+        if any(m in RAY_METHODS for m in methods):
+            ray.shutdown()
+    table = summarise(campaigns, targets)
+    print(f"search_efficiency: alpha loguniform{ALPHA} x lr loguniform{LR} x schedule "
+          f"{SCHEDULES}; {args.steps} steps per trial, {args.cap} trials, {args.concurrency} "
+          f"at a time, {args.seeds} seeds; reference best {best:.4f} (dense sweep of "
+          f"{len(ref['points'])} points), targets 1% {targets['1%']:.4f}, "
+          f"0.5% {targets['0.5%']:.4f}")
+    if candidate:
+        print(f"candidate TPE options: {candidate}")
+    print_table(table, targets)
     record = {"benchmark": "search_efficiency", "device": platform.processor() or "cpu",
-              "date": dt.date.today().isoformat(), "grid_points": len(alphas) * len(lrs),
-              "steps": args.steps, "grid_best": best, "grid_tokens": grid_tokens,
-              "optuna_asha": campaigns,
-              "mean_share_of_grid": sum(shares) / len(shares) if shares else None}
+              "date": dt.date.today().isoformat(), "commit": _commit(), "steps": args.steps,
+              "cap": args.cap, "concurrency": args.concurrency, "seeds": args.seeds,
+              "reference_best": best, "reference_points": len(ref["points"]),
+              "targets": targets, "candidate": candidate, "table": table,
+              "campaigns": campaigns}
     print(json.dumps(record))
     return record
+
+
+def _commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent)
+    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":

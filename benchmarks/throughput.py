@@ -5,9 +5,9 @@ For each model size and batch, these variants are built in one process and timed
 
     gpt          the pre-norm GPT baseline (same width, depth, RoPE, SwiGLU, untied head)
     ngpt         nGPT, weights re-projected onto the sphere after every step (the paper)
-    ngpt_k7      nGPT, re-projected every 7th step (proj_every 7, the seeds' lazy projection)
+    ngpt_k7      nGPT, re-projected every 7th step (proj_every 7, the prior campaign's lazy projection)
     ngpt_noproj  nGPT, never re-projected: only there to measure the projection's share
-    ngpt_s15     nGPT with the seeds' fixed logit scale 15 instead of the learned s_z
+    ngpt_s15     nGPT with the prior campaign's fixed logit scale 15 instead of the learned s_z
 
 A sample is ``--steps`` optimiser steps (default 7, so that every k=7 sample holds exactly one
 projection). Printed per size and batch: step time, tokens/s, the nGPT/GPT step-time ratio,
@@ -27,7 +27,7 @@ record.
     python benchmarks/throughput.py --smoke     # seconds: checks the script, not the figures
 
 MFU counts ``6 N + 12 L C T`` FLOPs per token (:func:`ngpt_tune.flops.flops_per_token`) with N
-the parameters without the input embedding (a lookup, not a matmul: the seeds' 4% figure counts
+the parameters without the input embedding (a lookup, not a matmul: the prior campaign's 4% figure counts
 the same way), over the device's dense bf16 peak (``PEAK_BF16``, or ``--peak-tflops``).
 """
 
@@ -37,16 +37,16 @@ import argparse
 import datetime as dt
 import gc
 import json
-import os
 import platform
 import statistics
 import time
 
+import psutil
 import torch
 
 from ngpt_tune.config import Config
 from ngpt_tune.flops import flops_per_token
-from ngpt_tune.train import Trainer
+from ngpt_tune.train import Trainer, configure_process, pick_device
 
 NEVER = 10**9
 VARIANTS = {
@@ -59,7 +59,7 @@ VARIANTS = {
 # dense bf16 peak FLOP/s (NVIDIA data sheets); the first name found in the device name wins
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
              "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
-SEEDS_TOKENS_PER_S = 44_858  # the seeds' nGPT 11x768 at batch 32x128 on a GH200
+PRIOR_TOKENS_PER_S = 44_858  # the prior campaign's nGPT 11x768 at batch 32x128 on a GH200
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -76,14 +76,9 @@ def resolve_device(wanted: str) -> torch.device:
 def device_name(wanted: str) -> str:
     if resolve_device(wanted).type == "cuda":
         return torch.cuda.get_device_name()
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"{model or platform.processor() or 'cpu'} ({os.cpu_count()} cores)"
+    cpu = platform.processor() or platform.machine() or "cpu"
+    return (f"{cpu} {torch.backends.cpu.get_cpu_capability()} "
+            f"({psutil.cpu_count(logical=False)} cores, {psutil.cpu_count()} threads)")
 
 
 def make_trainer(size: tuple[int, int], batch: tuple[int, int], overrides: dict,
@@ -97,7 +92,9 @@ def make_trainer(size: tuple[int, int], batch: tuple[int, int], overrides: dict,
         "train": {"steps": NEVER, "device": args.device, "compile": args.compile,
                   "threads": args.threads},
     }).override(overrides)
-    return Trainer.create(config)
+    device = pick_device(config)
+    configure_process(config, device)
+    return Trainer.create(config, device)
 
 
 def sync(device: torch.device) -> None:
@@ -268,8 +265,8 @@ def print_result(res: dict, cuda: bool) -> None:
     if cuda and res["size"] == "11x768" and res["batch"] == "32x128":
         ngpt = next((r for r in rows if r["variant"] == "ngpt"), None)
         if ngpt:
-            print(f"  vs the seeds' {SEEDS_TOKENS_PER_S:,} tokens/s: "
-                  f"{ngpt['tokens_per_s'] / SEEDS_TOKENS_PER_S:.1f}x (target >= 4x)")
+            print(f"  vs the prior campaign's {PRIOR_TOKENS_PER_S:,} tokens/s: "
+                  f"{ngpt['tokens_per_s'] / PRIOR_TOKENS_PER_S:.1f}x (target >= 4x)")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -277,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", help="n_layer x n_embd, comma-separated (default: 6x256 "
                         "on CPU; 6x256,8x384,11x768 on CUDA)")
     parser.add_argument("--batch", "--batches", dest="batches", help="batch x block, "
-                        "comma-separated (default: 8x128,2x128 on CPU; 32x128 (the seeds') "
+                        "comma-separated (default: 8x128,2x128 on CPU; 32x128 (the prior campaign's) "
                         "and 64x1024 on CUDA)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {', '.join(VARIANTS)}")

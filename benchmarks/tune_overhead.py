@@ -13,8 +13,8 @@ at the same evaluations as the direct ones and checkpoint only their final state
 runs save nothing; a campaign's default checkpoints at every evaluation). Starting Ray
 (``ray.init``) is timed apart: it is paid once per campaign, not per trial.
 
-Where the time goes: during every run the CPU seconds of this process tree are sampled from
-``/proc`` (Linux) and split into the trials (pool workers, Ray's trial actors), Ray's services
+Where the time goes: during every run the CPU seconds of this process tree are sampled with
+psutil and split into the trials (pool workers, Ray's trial actors), Ray's services
 (GCS, raylet, agents, log monitor) and the driver (this process: Tune's event loop). With as
 many trials as cores, whatever Ray's services and the driver use is taken from the trials.
 
@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 BASE = {
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
@@ -62,7 +64,8 @@ def calibrate(seconds: float) -> int:
     from ngpt_tune.train import Trainer
 
     torch.set_num_threads(1)
-    trainer = Trainer.create(Config.from_dict(config_dict(10**9, 0)))
+    config = Config.from_dict(config_dict(10**9, 0))
+    trainer = Trainer.create(config, torch.device("cpu"))
     for _ in range(5):
         trainer.train_step()
     start = time.perf_counter()
@@ -74,7 +77,7 @@ def calibrate(seconds: float) -> int:
 
 class CpuMeter:
     """CPU seconds used by this process and its descendants while in the ``with`` block, by
-    group: ``trials``, ``ray`` (Ray's services) and ``driver``. Samples /proc every 0.25 s
+    group: ``trials``, ``ray`` (Ray's services) and ``driver``. Samples (psutil) every 0.25 s
     so that processes that exit during the block still count (up to their last sample)."""
 
     RAY_SERVICES = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
@@ -83,38 +86,23 @@ class CpuMeter:
     def __init__(self, *, driver_trains: bool = False):
         self.driver_trains = driver_trains  # the trials run in this process (direct, in a loop)
         self.root = os.getpid()
-        self.tick = os.sysconf("SC_CLK_TCK")
         self.start: dict[int, float] = {}
         self.last: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
 
-    def _processes(self) -> dict[int, tuple[int, str, float]]:
-        """pid -> (parent pid, command line, CPU seconds) of every readable process."""
-        out = {}
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            out[int(name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / self.tick)
-        return out
-
     def _sample(self) -> dict[int, tuple[str, float]]:
-        procs = self._processes()
-        tree, frontier = {self.root}, [self.root]
-        while frontier:
-            parent = frontier.pop()
-            for pid, (ppid, _, _) in procs.items():
-                if ppid == parent and pid not in tree:
-                    tree.add(pid)
-                    frontier.append(pid)
-        return {pid: (self._group(pid, procs[pid][1]), procs[pid][2]) for pid in tree
-                if pid in procs}
+        """pid -> (group, CPU seconds) of this process and its descendants."""
+        root = psutil.Process(self.root)
+        out = {}
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    cmd = " ".join(proc.cmdline())
+                    times = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            out[proc.pid] = (self._group(proc.pid, cmd), times.user + times.system)
+        return out
 
     def _group(self, pid: int, cmd: str) -> str:
         if pid == self.root:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,15 +24,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a campaign spec as a Ray Tune experiment."""
     from ngpt_tune.runner import RunOptions, build_spec, run_campaign
 
-    overrides = parse_sets(args.set)
-    spec = build_spec(args.spec, smoke=args.smoke, num_samples=args.num_samples,
-                      overrides=overrides)
-    rebuild = {"yaml": Path(args.spec).read_text(), "smoke": args.smoke,
-               "num_samples": args.num_samples, "overrides": overrides}
+    request = run_request(args)
+    spec = build_spec(request)
     options = RunOptions(storage=args.storage, name=args.name, address=args.address,
-                         dashboard=args.dashboard, dashboard_host=args.dashboard_host)
-    run_campaign(spec, options, argv=sys.argv[1:], rebuild=rebuild)
+                         dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+                         verbose=args.verbose)
+    run_campaign(spec, options, request=request,
+                 command=shlex.join(["python", "-m", "ngpt_tune", *args.argv]))
     return 0
+
+
+def run_request(args: argparse.Namespace):
+    """The :class:`ngpt_tune.runner.RunRequest` of ``run`` / ``validate``'s arguments."""
+    from ngpt_tune.runner import RunRequest
+
+    return RunRequest.from_file(args.spec, smoke=args.smoke, num_samples=args.num_samples,
+                                overrides=parse_sets(args.set),
+                                loggers=tuple(getattr(args, "logger", None) or ()))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -40,7 +49,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     if "://" not in args.experiment and not Path(args.experiment).is_dir():
         raise NgptTuneError(f"{args.experiment}: no such experiment folder")
-    resume_campaign(args.experiment, RunOptions(address=args.address))
+    resume_campaign(args.experiment, RunOptions(address=args.address, verbose=args.verbose))
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Re-run a finished experiment's best configurations with fresh seeds (the confirmation
+    stage): the confirmed ranking, verdicts and winner."""
+    from ngpt_tune.runner import RunOptions, confirm_campaign
+
+    if "://" not in args.experiment and not Path(args.experiment).is_dir():
+        raise NgptTuneError(f"{args.experiment}: no such experiment folder")
+    confirm_campaign(args.experiment, RunOptions(address=args.address, verbose=args.verbose),
+                     top_k=args.top,
+                     seeds=args.seeds, baseline=args.baseline,
+                     command=shlex.join(["python", "-m", "ngpt_tune", *args.argv]))
     return 0
 
 
@@ -48,8 +71,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a spec; print the resolved search space and the trial count. Starts nothing."""
     from ngpt_tune.runner import build_spec
 
-    spec = build_spec(args.spec, smoke=args.smoke, num_samples=args.num_samples,
-                      overrides=parse_sets(args.set))
+    spec = build_spec(run_request(args))
     base = spec.base_config
     print(f"{spec.name}: {spec.description.split('. ')[0].rstrip('.')}." if spec.description
           else spec.name)
@@ -74,6 +96,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     configs = spec.trial_count() // spec.repeats
     what = "grid points" if spec.searcher.name == "grid" else "samples"
     print(f"  trials  {spec.trial_count()} ({configs} {what} x {spec.repeats} seed(s))")
+    if spec.loggers.names:
+        print(f"  loggers {', '.join(spec.loggers.names)}")
+    if spec.confirm is not None:
+        c = spec.confirm
+        baseline = "" if c.baseline is None else " + baseline " + ", ".join(
+            f"{k}={v}" for k, v in c.baseline.items())
+        print(f"  confirm top {c.top_k}{baseline} x {c.seeds} fresh seeds: up to "
+              f"{c.trial_count()} trials, no early stopping")
     return 0
 
 
@@ -142,6 +172,7 @@ def cmd_download_fineweb(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "resume": cmd_resume,
+    "confirm": cmd_confirm,
     "validate": cmd_validate,
     "train": cmd_train,
     "analyze": cmd_analyze,
@@ -173,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--smoke", action="store_true",
                        help="shrink to a CPU-sized run: tiny model, built-in corpus, <= 4 trials")
         p.add_argument("--num-samples", type=int, help="override num_samples")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a base config key, e.g. --set optim.lr=3e-4")
+        p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                       help="override base config keys, e.g. --set optim.lr=3e-4 "
+                       "train.steps=100")
 
     run = sub.add_parser("run", help=cmd_run.__doc__)
     spec_args(run)
@@ -188,10 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dashboard-host", default="127.0.0.1",
                      help="interface the dashboard binds to (default 127.0.0.1; see README "
                      "before exposing it)")
+    run.add_argument("--verbose", action="store_true",
+                     help="Ray's trial table and logs instead of one status block")
+    run.add_argument("--logger", action="append", metavar="NAME",
+                     help="also log to tensorboard, mlflow or wandb (repeatable; added to the "
+                     "spec's loggers:, and kept by resume)")
 
     resume = sub.add_parser("resume", help=cmd_resume.__doc__)
     resume.add_argument("experiment", help="the experiment folder printed by `run`")
     resume.add_argument("--address", help="an existing Ray cluster")
+    resume.add_argument("--verbose", action="store_true",
+                        help="Ray's trial table and logs instead of one status block")
+
+    confirm = sub.add_parser("confirm", help=cmd_confirm.__doc__)
+    confirm.add_argument("experiment", help="the experiment folder printed by `run`")
+    confirm.add_argument("--verbose", action="store_true",
+                         help="Ray's trial table and logs instead of one status block")
+    confirm.add_argument("--top", type=int, help="configurations to re-run (default: the "
+                         "spec's confirm.top_k, else 3; 2 for a --smoke run)")
+    confirm.add_argument("--seeds", type=int, help="fresh seeds per configuration (default: "
+                         "the spec's confirm.seeds, else 3; 2 for a --smoke run)")
+    confirm.add_argument("--baseline", metavar="VARIANT",
+                         help="re-run this variant beside them as the baseline arm")
+    confirm.add_argument("--address", help="an existing Ray cluster")
 
     validate = sub.add_parser("validate", help=cmd_validate.__doc__)
     spec_args(validate)
@@ -199,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help=cmd_train.__doc__)
     train.add_argument("config", help="a config YAML with model/optim/data/train sections "
                        "(configs/tiny.yaml: a tiny nGPT on the built-in corpus)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    train.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                       help="override keys: --set a=1 b=2")
     train.add_argument("--checkpoint-dir", help="save here at every evaluation; resume from "
                        "it when it holds a checkpoint")
 
@@ -221,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded as the campaign's command
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         return COMMANDS[args.command](args)

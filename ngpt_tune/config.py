@@ -40,7 +40,7 @@ class ModelConfig:
     vocab_size: int = 50257
     mlp_ratio: float = 4.0  # SwiGLU hidden = mlp_ratio * n_embd (NVIDIA's nGPT code: 4)
     rope_base: float = 10000.0
-    tie_embeddings: bool = False  # nGPT and the seeds use untied wte / lm_head
+    tie_embeddings: bool = False  # nGPT and the prior campaign use untied wte / lm_head
     # --- nGPT (Loshchilov et al. 2024, arXiv 2410.01131) ---
     alpha: float = 0.05  # initial eigen learning rate of each residual branch (paper: 0.05)
     alpha_mode: Literal["vector", "scalar"] = "vector"  # per-channel (paper) or one per branch
@@ -48,7 +48,7 @@ class ModelConfig:
     learned_qk_scale: bool = True  # the paper's learned s_qk; False: s_qk fixed at 1
     learned_mlp_scale: bool = True  # the paper's s_u / s_v; False: fixed at 1
     proj_every: int = 1  # re-project weights onto the sphere every k optimiser steps (paper: 1)
-    gated_residuals: bool = False  # the seeds' sigmoid(g) * alpha residual gates
+    gated_residuals: bool = False  # the prior campaign's sigmoid(g) * alpha residual gates
     gate_init: float = 0.0  # sigmoid(0) = 0.5
     gate_mode: Literal["channel", "layer"] = "channel"  # a gate per channel or one per branch
     shared_gates: bool = False  # attention and MLP branches of a layer share their gate
@@ -86,7 +86,7 @@ class OptimConfig:
 
     name: Literal["adamw", "adam", "muon"] = "adamw"
     lr: float = 1e-3  # matrices (and, under Muon, embeddings and head)
-    lr_other_scale: float = 0.3  # vectors (alpha, s_qk, s_uv, s_z, gates): the seeds' 0.3 x lr
+    lr_other_scale: float = 0.3  # vectors (alpha, s_qk, s_uv, s_z, gates): the prior campaign's 0.3 x lr
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.0  # nGPT needs none: its matrices live on the sphere
@@ -139,7 +139,8 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA
-    # auto: torch.compile on CUDA only; reduce-overhead: compile with CUDA graphs (small batches)
+    # auto: torch.compile on CUDA when the run pays for it (ngpt_tune.train.compile_mode);
+    # reduce-overhead: compile with CUDA graphs (small batches); YAML's true/false = on/off
     compile: Literal["auto", "on", "off", "reduce-overhead"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
 
@@ -236,6 +237,18 @@ def flatten_dotted(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def get_dotted(source: dict[str, Any], key: str, default: Any = None) -> Any:
+    """``source["a.b"]`` if that flat key is there, else ``source["a"]["b"]``, else ``default``."""
+    if key in source:
+        return source[key]
+    node: Any = source
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     """Set ``target["a"]["b"] = value`` for ``key = "a.b"``, merging nested dicts."""
     head, _, rest = key.partition(".")
@@ -285,6 +298,8 @@ def _coerce(value: Any, hint: Any, *, key: str) -> Any:
                 continue
         raise ConfigError(f"expected {_describe(hint)}, got {value!r}", key=key)
     if origin is Literal:
+        if type(value) is bool and {"on", "off"} <= set(typing.get_args(hint)):
+            value = "on" if value else "off"  # YAML 1.1 reads on/off (and yes/no) as booleans
         if value in typing.get_args(hint) and type(value) is not bool:
             return value
         raise ConfigError(f"expected {_describe(hint)}, got {value!r}", key=key)

@@ -234,6 +234,10 @@ class TokenLoader:
         y = buf[1:].view(self.batch_size, self.block_size)
         return x, y
 
+    def release(self) -> None:
+        """Drop the shard held in memory (the position is kept)."""
+        self._tokens, self._tokens_shard = None, -1
+
     def _shard_tokens(self) -> np.ndarray:
         if self._tokens_shard != self.shard:
             self._tokens = read_shard(self.files[self.shard])
@@ -326,7 +330,7 @@ def builtin_corpus_dir() -> Path:
     folder = _cache_root() / f"builtin-{_builtin_key()}"
     train = folder / "fineweb_train_000000.bin"
     val = folder / "fineweb_val_000000.bin"
-    if _valid(train) and _valid(val):
+    if is_valid_shard(train) and is_valid_shard(val):
         return folder
     train_tokens, val_tokens = builtin_corpus_tokens()
     try:
@@ -364,7 +368,10 @@ def _builtin_key() -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
 
-def _valid(path: Path) -> bool:
+def is_valid_shard(path: Path) -> bool:
+    """Whether ``path`` is a file with a readable shard header."""
+    if not path.is_file():
+        return False
     try:
         read_header(path)
     except DataError:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-from ngpt_tune.data import read_header
-from ngpt_tune.errors import ConfigError, DataError
+from ngpt_tune.data import is_valid_shard, read_header
+from ngpt_tune.errors import ConfigError, DataError, first_sentence
 
 REPO_ID = "kjj0/fineweb10B-gpt2"
 MAX_TRAIN_SHARDS = 103  # the whole FineWeb10B
@@ -55,7 +55,7 @@ def download_fineweb(shards: int, out: str | Path) -> list[Path]:
     paths = []
     for name in fineweb_filenames(shards):
         path = out / name
-        if not _valid(path):
+        if not is_valid_shard(path):
             _fetch(huggingface_hub, name, out, force=path.exists())
             read_header(path)
         paths.append(path)
@@ -86,22 +86,6 @@ def _short_reason(err: BaseException) -> str:
         if cause is None or cause in chain:
             break
         chain.append(cause)
-    if len(chain) == 1:
-        return _one_line(err)
-    return f"{type(err).__name__} ({_one_line(chain[-1])})"
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    sentence = text.split(". ")[0][:200]
-    return f"{type(err).__name__}: {sentence}" if sentence else type(err).__name__
-
-
-def _valid(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        read_header(path)
-    except DataError:
-        return False
-    return True
+    root = chain[-1]
+    reason = type(root).__name__ + (f": {first_sentence(root)}" if str(root).strip() else "")
+    return reason if len(chain) == 1 else f"{type(err).__name__} ({reason})"

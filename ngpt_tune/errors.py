@@ -42,6 +42,13 @@ class DataError(NgptTuneError, ValueError):
     """A data file or folder is missing, empty or corrupt: names the file."""
 
 
+def first_sentence(err: BaseException) -> str:
+    """An error's message on one line: its first sentence (200 characters at most), or the
+    error's type when the message is empty."""
+    text = " ".join(str(err).split())
+    return text.split(". ")[0][:200] or type(err).__name__
+
+
 def unknown_key_message(key: str, known: Iterable[str]) -> str:
     """'unknown key' with a did-you-mean suggestion drawn from ``known``."""
     known = sorted(known)

@@ -1,5 +1,6 @@
-"""Files: atomic writes (shards, checkpoints, campaign records, analysis outputs), and telling a
-local path from a remote URI.
+"""Files: atomic writes (shards, checkpoints, campaign records, analysis outputs), telling a
+local path from a remote URI, and every read and write of a remote experiment (pyarrow's
+filesystems: ``s3://``, ``gs://``, ``hdfs://``...), for the runner and ``analysis/`` alike.
 
 Each file is written under a temporary name in its own folder, flushed to disk, then renamed
 over the final name (``os.replace``): a crash or an exception mid-write never leaves a half
@@ -55,3 +56,75 @@ def local_path(path: str | os.PathLike) -> Path:
     if text.startswith("file://"):
         text = unquote(urlparse(text).path)
     return Path(text).expanduser().resolve()
+
+
+# ---- local folders and remote URIs alike (pyarrow's filesystems: s3://, gs://, hdfs://...) ---
+def join(base: str, relative: str) -> str:
+    """``base/relative`` for a local folder or a URI (``file://`` included)."""
+    return f"{base.rstrip('/')}/{relative}" if "://" in base else str(Path(base) / relative)
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+    return fs, root.rstrip("/")
+
+
+def write_file(target: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to a local path (atomically) or a URI (object stores replace whole
+    objects), creating the parent folders."""
+    data = data.encode() if isinstance(data, str) else data
+    if not is_remote(target):
+        atomic_write(local_path(target), lambda tmp: tmp.write_bytes(data))
+        return
+    fs, path = _filesystem(os.fspath(target))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+
+
+def read_file(target: str | os.PathLike) -> bytes:
+    """The bytes at a local path or a URI; FileNotFoundError when there is none."""
+    if not is_remote(target):
+        return local_path(target).read_bytes()
+    import pyarrow.fs
+
+    fs, path = _filesystem(os.fspath(target))
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        raise FileNotFoundError(os.fspath(target))
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def list_folders(base: str | os.PathLike) -> list[str]:
+    """The names of the folders directly inside a local folder or a URI ([] if it is none)."""
+    if not is_remote(base):
+        folder = local_path(base)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    import pyarrow.fs
+
+    fs, root = _filesystem(os.fspath(base))
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        return []
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False))
+    return sorted(e.base_name for e in entries if e.type == pyarrow.fs.FileType.Directory)
+
+
+def download_tree(uri: str, destination: Path, *, skip: Callable[[str], bool]) -> Path:
+    """Copy the folder at ``uri`` into ``destination``, leaving out the relative paths that
+    ``skip`` names; FileNotFoundError when ``uri`` is not a folder."""
+    import pyarrow.fs
+
+    fs, root = _filesystem(uri)
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        raise FileNotFoundError(uri)
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+        relative = entry.path[len(root) + 1:]
+        if entry.type != pyarrow.fs.FileType.File or skip(relative):
+            continue
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(entry.path) as source, open(target, "wb") as sink:
+            sink.write(source.read())
+    return destination

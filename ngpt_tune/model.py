@@ -27,8 +27,8 @@ EPS = 1e-6  # norms below this are clamped (as F.normalize's eps)
 class _Unit(torch.autograd.Function):
     """``x / max(|x|, eps)`` along the last axis, with a hand-written backward.
 
-    Autograd's backward of ``F.normalize`` takes ~7 passes over the tensor (the quotient
-    rule, then the norm's own backward); the closed form ``(g - y <g, y>) / |x|`` takes 4.
+    The closed form ``(g - y <g, y>) / |x|`` makes fewer passes over the tensor than
+    autograd's backward of ``F.normalize``. Timings: benchmarks/RESULTS.md.
     """
 
     @staticmethod
@@ -56,10 +56,9 @@ class _Head(torch.autograd.Function):
     """Logits ``h @ (s * W[:V])^T`` for a vocabulary-padded (V_pad, C) output embedding W and
     optional per-row scales s (V_pad,), with a backward written for eager CPU runs.
 
-    Autograd's generic backward makes ~5 more passes over the (V, C) matrix: the scale's two
-    products, their reduction, and a zero-filled (V_pad, C) copy for the padding slice. Here
-    the matmul writes W's gradient in place, s's gradient is one fused row-dot, and the
-    scale is applied in place: nGPT's learned s_z then costs ~1 pass instead of ~5.
+    Autograd's backward makes several extra passes over the (V, C) matrix (the scale's
+    products, a zero-filled copy for the padding slice); this one writes W's gradient in
+    place. Timings: benchmarks/RESULTS.md.
     """
 
     @staticmethod
@@ -121,7 +120,9 @@ class Scale(nn.Module):
             self.s = nn.Parameter(value)
         else:
             self.register_buffer("s", value, persistent=False)
-        self.factor = init / stored_init
+        # a tensor, not a Python float: alpha's factor differs between trials, and a float
+        # would be compiled in as a constant (one graph per trial instead of one per shape)
+        self.register_buffer("factor", torch.tensor(init / stored_init), persistent=False)
         self.learned = learned
 
     def forward(self) -> torch.Tensor:
@@ -141,11 +142,12 @@ class CausalSelfAttention(nn.Module):
         if normalized:
             # s_qk per head dimension, effective init 1, stored at 1/sqrt(C); softmax scale
             # sqrt(D) because q.k of unit vectors is a cosine in [-1, 1].
-            self.s_qk = Scale(C, init=1.0, stored_init=C**-0.5, learned=cfg.learned_qk_scale)
+            stored_init = C**-0.5
+            self.s_qk = Scale(C, init=1.0, stored_init=stored_init, learned=cfg.learned_qk_scale)
             self.softmax_scale = math.sqrt(self.head_dim)
             # (s q).(s k) = (s^2 q).k: only q is scaled, by the stored s^2, and the constant
-            # factor^2 joins the softmax scale
-            self.score_scale = self.softmax_scale * self.s_qk.factor**2
+            # factor^2 = C joins the softmax scale (a float that depends on the shape only)
+            self.score_scale = self.softmax_scale / stored_init**2
         else:
             self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
 
@@ -198,7 +200,7 @@ class ResidualStep(nn.Module):
     """nGPT's hidden-state update for one branch: ``Norm(h + a * (Norm(out) - h))``.
 
     ``a`` is the learned eigen learning rate (per channel or one scalar), optionally times
-    ``sigmoid(g)``, the seeds' residual gate. ``gate`` may be shared with the other branch.
+    ``sigmoid(g)``, the prior campaign's residual gate. ``gate`` may be shared with the other branch.
     """
 
     def __init__(self, cfg: ModelConfig, gate: nn.Parameter | None):
@@ -263,6 +265,7 @@ class LanguageModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.vocab_size = cfg.vocab_size
         self.padded_vocab = -(-cfg.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
         self.wte = nn.Embedding(self.padded_vocab, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab, bias=False)
@@ -274,7 +277,7 @@ class LanguageModel(nn.Module):
         """Logits over the real vocabulary (padding rows are never scored): ``h @ W^T``, or
         with ``scale`` (V_pad,) ``h @ (scale * W)^T``, scaling the (V, C) weight rather than
         the (B, T, V) logits."""
-        V = self.cfg.vocab_size
+        V = self.vocab_size
         if torch.is_autocast_enabled(h.device.type) or torch.compiler.is_compiling():
             # compiled (CUDA): inductor fuses the slicing and scaling passes itself
             weight = self.lm_head.weight[:V]
@@ -331,11 +334,13 @@ class NGPT(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.blocks = nn.ModuleList(NormalizedBlock(cfg, self.rotary) for _ in range(cfg.n_layer))
-        if cfg.logit_scale == "learned":
+        self.learned_logit_scale = cfg.logit_scale == "learned"
+        if self.learned_logit_scale:
             # s_z per token, effective init 1, stored at 1/sqrt(C)
             self.s_z = Scale(self.padded_vocab, init=1.0, stored_init=cfg.n_embd**-0.5)
-        else:
-            self.fixed_logit_scale = float(cfg.logit_scale)
+        else:  # a tensor, as Scale's factor: trials with other scales share one compiled graph
+            self.register_buffer("fixed_logit_scale", torch.tensor(float(cfg.logit_scale)),
+                                 persistent=False)
         for p in self.parameters():
             if p.ndim == 2:
                 nn.init.normal_(p, std=cfg.n_embd**-0.5)
@@ -363,7 +368,7 @@ class NGPT(LanguageModel):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         # cosine logits (rows of lm_head and h are unit vectors) times s_z; the scale is
         # folded into the (V, C) weight or the (B, T, C) input, never the (B, T, V) logits
-        if self.cfg.logit_scale == "learned":
+        if self.learned_logit_scale:
             return self.head(h, self.s_z())
         return self.head(h * self.fixed_logit_scale)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ngpt_tune.data import MAX_SHARD_TOKENS, write_shard
-from ngpt_tune.errors import ConfigError, DataError
+from ngpt_tune.errors import ConfigError, DataError, first_sentence
 from ngpt_tune.tokenizer import encode_documents
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
-        raise DataError(f"{path}: not a readable parquet file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable parquet file ({first_sentence(err)})") from None
     names = parquet.schema_arrow.names
     if "text" not in names:
         raise DataError(f"{path}: no 'text' column (columns: {', '.join(names) or 'none'})")
@@ -265,11 +265,6 @@ def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
 
 
 def _progress(total: int, enabled: bool):

@@ -1,9 +1,11 @@
-"""Where a result came from: git commit, package versions, host and hardware."""
+"""Where a result came from: git commit, package versions, host and hardware, and what a
+trial was given (the GPUs Ray assigned, the device its loop trained on)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -62,6 +64,36 @@ def hardware() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a dependency
         info["cuda"] = False
     return info
+
+
+def placement(*, device: Any, accelerator_ids: dict[str, list[str]] | None = None,
+              resources: dict[str, float] | None = None, node_id: str | None = None
+              ) -> dict[str, Any]:
+    """What one trial actually got: the resources and accelerator ids Ray granted its worker
+    (``ray.get_runtime_context()``'s ``get_assigned_resources()``, ``get_accelerator_ids()``,
+    ``get_node_id()``, passed in by the trainable), ``CUDA_VISIBLE_DEVICES`` as Ray set it, and
+    the device the training loop used with its name.
+
+    A trial can hold a GPU and still train on the CPU (``train.device: cpu``); the record shows
+    both, and compute accounting counts the GPU it held (``resources["GPU"]``).
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "accelerator_ids": {k: [str(i) for i in v] for k, v in (accelerator_ids or {}).items()
+                            if v},  # Ray lists every accelerator type it knows, most empty
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "resources": dict(resources or {}),
+        "node_id": node_id,
+        "started_at_unix": dt.datetime.now(dt.timezone.utc).timestamp(),
+    }
 
 
 def provenance(**extra: Any) -> dict[str, Any]:

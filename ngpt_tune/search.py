@@ -1,19 +1,46 @@
 """Searchers and schedulers, looked up by name in one table each, and the spec's search space
-in Tune's and Optuna's terms. Imports Ray: only the runner imports this module."""
+in Tune's and Optuna's terms. Imports Ray: only the runner imports this module.
+
+With ``searcher: optuna`` the study lives in the experiment folder, in Optuna's journal file
+(:data:`JOURNAL_FILE`): ``optuna-dashboard EXPERIMENT/optuna_journal.log`` shows it live, and
+``optuna.load_study(study_name=None, storage=study_storage(EXPERIMENT))`` opens it.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ngpt_tune.experiment import trial_reports
+from ngpt_tune.files import is_remote, local_path
 from ngpt_tune.spec import SEED_KEY, CampaignSpec, Param
+
+JOURNAL_FILE = "optuna_journal.log"  # the Optuna study of an experiment, in its folder
+
+
+def study_storage(experiment: str | None) -> BaseStorage | None:
+    """The Optuna journal of ``experiment`` (a file with a lock that is safe on NFS), or None
+    (Optuna's in-memory storage) where there is no local folder to hold it."""
+    if experiment is None:
+        return None
+    if is_remote(experiment):
+        print(f"ngpt-tune: the Optuna study stays in memory (a journal file cannot live at "
+              f"{experiment})", flush=True)
+        return None
+    path = local_path(experiment) / JOURNAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -22,18 +49,50 @@ class PruneAwareOptunaSearch(OptunaSearch):
     Ray's OptunaSearch tells a trial that the scheduler stopped early as COMPLETE with its
     truncated loss, so TPE would learn from partial budgets as if they were final. Here a trial
     whose last report has ``finished: False`` (stopped by ASHA, or diverged) is told as PRUNED;
-    its intermediate values (reported at every evaluation) stay, which is how TPE ranks pruned
+    its intermediate values (every evaluation, the last included) stay, which is how TPE ranks pruned
     trials below finished ones.
+
+    On ``resume`` Ray restores this searcher from its pickle, taken with the experiment's last
+    state; the journal may be ahead of it. A trial the journal has finished already is not told
+    again, a step it holds already is not reported again, and trials the journal shows running
+    that the restored searcher never heard of (asked after the last save) are told FAIL.
     """
 
+    def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
+        ot_trial = self._ot_trials[trial_id]
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            stored = self._stored(trial_id)
+            if stored.state.is_finished() or result.get("training_iteration") in \
+                    stored.intermediate_values:
+                return
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials \
+                and self._stored(trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)  # told before the resume
+            return
+        if result and self.metric in result and "training_iteration" in result \
+                and math.isfinite(result[self.metric]):
+            # Tune hands a trial's last result (ASHA's stop, or the end) to this method only
+            self.on_trial_result(trial_id, result)
         if error or not result or result.get("finished", True) or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result=result, error=error)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("stopped_at_step", result.get("step"))
         ot_trial.set_user_attr("diverged", bool(result.get("diverged", False)))
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if orphan._trial_id not in known:
+                self._ot_study.tell(orphan.number, state=TrialState.FAIL)
 
 
 class SeedRepeater(Repeater):
@@ -43,8 +102,26 @@ class SeedRepeater(Repeater):
     def __init__(self, searcher: Searcher, repeat: int):
         super().__init__(searcher, repeat=repeat, set_index=True)
         self._unfinished: set[str] = set()
+        self._curves: dict[str, dict[int, list[float]]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Pass a configuration's learning curve on to Optuna (Ray's Repeater drops it): the
+        mean over its seeds at each evaluation every seed has reached."""
+        group = self._trial_id_to_group.get(trial_id)
+        metric = self.searcher.metric
+        if group is None or metric not in result or "training_iteration" not in result:
+            return
+        step = result["training_iteration"]
+        values = self._curves.setdefault(group.primary_trial_id, {}).setdefault(step, [])
+        values.append(result[metric])
+        if len(values) == self.repeat and all(math.isfinite(v) for v in values):
+            self.searcher.on_trial_result(group.primary_trial_id,
+                                          {metric: sum(values) / len(values),
+                                           "training_iteration": step})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs):
+        if result:  # Tune hands a trial's last result to this method only
+            self.on_trial_result(trial_id, result)
         group = self._trial_id_to_group[trial_id]
         metric = self.searcher.metric
         score = result[metric] if result and metric in result else math.nan
@@ -124,39 +201,99 @@ def param_space(spec: CampaignSpec) -> dict[str, Any]:
     return space
 
 
-def _optuna(spec: CampaignSpec) -> Searcher:
-    kwargs = {"seed": spec.searcher.seed}
+# TPE's options as shipped; benchmarks/search_efficiency.py measures the alternatives.
+TPE_OPTIONS: dict[str, Any] = {}
+
+
+def tpe_sampler(spec: CampaignSpec, **options: Any) -> optuna.samplers.TPESampler:
+    """Optuna's TPE with the spec's seed and start-up trials, and ``options`` (default
+    :data:`TPE_OPTIONS`) chosen on purpose: Optuna's experimental-feature warnings stay quiet."""
+    kwargs = {"seed": spec.searcher.seed, **(options or TPE_OPTIONS)}
     if spec.searcher.n_startup_trials:
         kwargs["n_startup_trials"] = spec.searcher.n_startup_trials
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(**kwargs)
+
+
+def _optuna(spec: CampaignSpec, *, experiment: str | None = None,
+            tpe: dict[str, Any] | None = None) -> Searcher:
+    """PruneAwareOptunaSearch on TPE, its study in ``experiment``'s journal (when given)."""
     searcher: Searcher = PruneAwareOptunaSearch(
         space=OptunaSpace(spec), metric=spec.metric, mode=spec.mode,
-        sampler=optuna.samplers.TPESampler(**kwargs),
+        sampler=tpe_sampler(spec, **(tpe or {})), storage=study_storage(experiment),
+        study_name=spec.name,
     )
     return SeedRepeater(searcher, spec.repeats) if spec.repeats > 1 else searcher
 
 
-def _variants(spec: CampaignSpec) -> Searcher:
+def _variants(spec: CampaignSpec, *, experiment: str | None = None) -> Searcher:
     # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: set it here
     return BasicVariantGenerator(random_state=spec.searcher.seed,
                                  max_concurrent=spec.max_concurrent_trials)
 
 
-SEARCHERS: dict[str, Callable[[CampaignSpec], Searcher]] = {
+# name -> builder(spec, *, experiment=folder or URI, where the searcher may keep its state)
+SEARCHERS: dict[str, Callable[..., Searcher]] = {
     "optuna": _optuna,
     "random": _variants,
     "grid": _variants,
 }
 
 
-def _asha(spec: CampaignSpec) -> TrialScheduler:
+class ResumableASHA(ASHAScheduler):
+    """Ray's ASHA, whose rungs survive ``resume``.
+
+    Tune saves the searcher's state but not the scheduler's, so a restored ASHA starts with
+    empty rungs and lets a weak trial through a rung where the uninterrupted campaign stops it.
+    Before the first trial is added, this one replays the reports already in the experiment
+    folder through Ray's own rung bookkeeping: each rung then holds what it held when the
+    driver stopped (what a rung records does not depend on the order the reports came in).
+    A new experiment has no reports to replay.
+    """
+
+    def __init__(self, *, experiment: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._experiment = experiment
+        self._replayed = experiment is None
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if not self._replayed:
+            self._replayed = True
+            self.replay(trial_reports(self._experiment))
+        super().on_trial_add(tune_controller, trial)
+
+    def replay(self, reports: dict[str, list[dict[str, Any]]]) -> int:
+        """Record ``reports`` (trial id -> reports in order) in the rungs; returns how many
+        reports carried the time attribute and the metric."""
+        (bracket,) = self._brackets  # ngpt-tune's ASHA has one bracket
+        count = 0
+        for trial_id, rows in reports.items():
+            trial = _ReplayedTrial(trial_id)
+            for row in rows:
+                value = row.get(self._metric)
+                if self._time_attr in row and isinstance(value, (int, float)):
+                    bracket.on_result(trial, row[self._time_attr], self._metric_op * value)
+                    count += 1
+        return count
+
+
+class _ReplayedTrial:
+    """What a rung needs of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def _asha(spec: CampaignSpec, experiment: str | None = None) -> TrialScheduler:
     grace, max_t = spec.asha_budgets()
-    return ASHAScheduler(time_attr=spec.scheduler.time_attr, max_t=max_t,
+    return ResumableASHA(experiment=experiment, time_attr=spec.scheduler.time_attr, max_t=max_t,
                          grace_period=grace, reduction_factor=spec.scheduler.reduction_factor)
 
 
-SCHEDULERS: dict[str, Callable[[CampaignSpec], TrialScheduler]] = {
+SCHEDULERS: dict[str, Callable[..., TrialScheduler]] = {
     "asha": _asha,
-    "fifo": lambda spec: FIFOScheduler(),
+    "fifo": lambda spec, experiment=None: FIFOScheduler(),
 }
 
 

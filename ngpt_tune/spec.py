@@ -3,7 +3,16 @@
 A spec names the campaign, a fixed ``base`` configuration (the typed :class:`Config`), named
 ``variants`` (sets of overrides picked by the ``variant`` parameter), the ``search`` space (per
 dotted config key a distribution by name, optionally conditional with ``when``), and how to
-search (``searcher``, ``scheduler``, ``num_samples``, ``repeats``, ``resources``).
+search (``searcher``, ``scheduler``, ``num_samples``, ``repeats``, ``resources``...). The
+``search:`` grammar (distributions, ``when:``) is in :mod:`ngpt_tune.space`.
+
+Each top-level key is a field of :class:`CampaignSpec`, its default written once there. A
+section (``searcher:``, ``scheduler:``...) is a frozen dataclass validated in its
+``__post_init__``; to add one, write the dataclass and add one field to :class:`CampaignSpec`
+(:func:`parse_spec` builds every dataclass-typed field with ``build_section``). One merge rule,
+:meth:`CampaignSpec.trial_dict` (base <- variant <- searched values <- forced overrides), gives a
+trial's config, the value a ``when:`` condition sees, and the budgets. ``--smoke`` shrinking is
+in :mod:`ngpt_tune.smoke`.
 
 Nothing here imports Ray: a bad spec never starts a cluster.
 """
@@ -15,6 +24,8 @@ import dataclasses
 import itertools
 import math
 import os
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -23,58 +34,33 @@ from ngpt_tune.config import (
     BUILTIN_DATA,
     Config,
     TrainConfig,
+    _coerce,
     build_section,
     flatten_dotted,
+    get_dotted,
     load_yaml,
     nest_dotted,
     set_dotted,
 )
 from ngpt_tune.errors import ConfigError, DataError, unknown_key_message
+from ngpt_tune.experiment import (
+    DEFAULT_METRIC,
+    DEFAULT_MODE,
+    SEED_KEY,
+    TRIAL_INDEX_KEY,
+    VARIANT_KEY,
+    Metric,
+    Mode,
+)
+from ngpt_tune.loggers import LoggersSpec, parse_loggers
+from ngpt_tune.space import DISTRIBUTIONS, Param, parse_search
 
-VARIANT_KEY = "variant"
-SEED_KEY = "train.seed"
-TRIAL_INDEX_KEY = "__trial_index__"  # set by Ray's Repeater on repeated Optuna configurations
-SMOKE_MAX_TRIALS = 4
-
-# distribution name -> number of arguments it takes (None: a non-empty list of values)
-DISTRIBUTIONS: dict[str, int | None] = {
-    "choice": None,  # sampled categorically (Optuna: categorical, random: uniform)
-    "grid": None,  # every value (Tune's grid_search)
-    "uniform": 2,
-    "loguniform": 2,
-    "quniform": 3,  # [low, high, q]
-    "randint": 2,  # [low, high], both inclusive
-}
-SMOKE_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32}
-SMOKE_RUN = {
-    "data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.val_tokens": 1024,
-    "train.steps": 24, "train.eval_every": 6, "train.device": "cpu", "train.compile": "off",
-    **{f"model.{k}": v for k, v in SMOKE_MODEL.items()},
-}
+__all__ = ["CONFIRM_ARM_KEY", "DISTRIBUTIONS", "SEED_KEY", "TRIAL_INDEX_KEY", "VARIANT_KEY",
+           "CampaignSpec", "CheckpointSpec", "CompareSpec", "ConfirmSpec", "Param", "ResourceSpec",
+           "SchedulerSpec", "SearcherSpec", "load_spec", "parse_spec", "parse_spec_text"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One searched key: ``model.alpha: {loguniform: [0.05, 0.5], when: {...}}``."""
-
-    key: str
-    dist: str
-    args: tuple[Any, ...]
-    when: dict[str, tuple[Any, ...]] | None = None
-
-    @property
-    def values(self) -> tuple[Any, ...]:
-        """The values a categorical parameter takes, or the bounds of a numeric one."""
-        return self.args if DISTRIBUTIONS[self.dist] is None else tuple(self.args[:2])
-
-    def describe(self) -> str:
-        text = f"{self.dist}({', '.join(repr(a) for a in self.args)})"
-        if self.when:
-            cond = ", ".join(f"{k} in {list(v)}" for k, v in self.when.items())
-            text += f" when {cond}"
-        return text
-
-
+# ---- sections: one frozen dataclass each, validated in __post_init__ -------------------------
 @dataclass(frozen=True)
 class SearcherSpec:
     name: Literal["optuna", "random", "grid"] = "optuna"
@@ -109,6 +95,10 @@ class ResourceSpec:
             raise ConfigError("must be > 0", key="cpus_per_trial")
         if self.gpus_per_trial != "auto" and self.gpus_per_trial < 0:
             raise ConfigError("must be 'auto' or >= 0", key="gpus_per_trial")
+        if self.gpus_per_trial != "auto" and self.gpus_per_trial > 1 \
+                and self.gpus_per_trial != int(self.gpus_per_trial):  # Ray's rule
+            raise ConfigError(f"a share of a GPU is <= 1; above 1, a whole number, got "
+                              f"{self.gpus_per_trial}", key="gpus_per_trial")
 
 
 @dataclass(frozen=True)
@@ -131,27 +121,108 @@ class CompareSpec:
     baseline: Any = None
 
 
+CONFIRM_ARM_KEY = "confirm_arm"  # a confirmation trial's arm: a label, not a config key
+
+
+@dataclass(frozen=True)
+class ConfirmSpec:
+    """The confirmation stage (:mod:`ngpt_tune.confirm_stage`): after the search, its ``top_k``
+    configurations (ranked on the mean over seeds) re-run with ``seeds`` fresh seeds each, at
+    their full budget, beside an optional ``baseline`` arm (``{variant: NAME}`` and/or config
+    overrides by dotted key)."""
+
+    top_k: int = 3
+    seeds: int = 3
+    baseline: Any = None  # a mapping: {variant: NAME} and/or {dotted.key: value}
+
+    def __post_init__(self) -> None:
+        for key, minimum in (("top_k", 1), ("seeds", 2)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                why = " (a spread needs two runs)" if key == "seeds" else ""
+                raise ConfigError(f"must be an integer >= {minimum}{why}, got {value!r}", key=key)
+        if self.baseline is not None and (not isinstance(self.baseline, dict)
+                                          or not self.baseline):
+            raise ConfigError("must name a variant ({variant: NAME}) or config overrides",
+                              key="baseline")
+
+    def trial_count(self) -> int:
+        """Trials of the stage at most (the search may have fewer configurations)."""
+        return (self.top_k + (self.baseline is not None)) * self.seeds
+
+
+# ---- the campaign -----------------------------------------------------------------------------
+_COUNTS = {"num_samples": 1, "repeats": 1, "max_concurrent_trials": 0, "max_failures": 0}
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     name: str
-    description: str
-    base: dict[str, Any]  # nested overrides of the Config defaults, as written
-    params: tuple[Param, ...]
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)  # nested overrides of Config, as written
+    params: tuple[Param, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    metric: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    searcher: SearcherSpec = field(default_factory=SearcherSpec)
-    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    metric: Metric = DEFAULT_METRIC  # a report key: what ASHA, the searcher and analysis rank
+    mode: Mode = DEFAULT_MODE
     num_samples: int = 1
     repeats: int = 1  # seeds per configuration: train.seed, train.seed + 1, ...
-    resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     max_failures: int = 1  # retries of a crashed trial before it is marked errored
+    searcher: SearcherSpec = field(default_factory=SearcherSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    loggers: LoggersSpec = field(default_factory=LoggersSpec)  # trackers (ngpt_tune.loggers)
     compare: CompareSpec | None = None
+    confirm: ConfirmSpec | None = None  # the confirmation stage after the search
+    ladder: Any = None  # a ladder campaign's sizes (ngpt_tune.ladder.LadderSpec)
+    # not spec keys: where it came from, and what the command line forced
     source: str | None = None
     smoke: bool = False
     forced: dict[str, Any] = field(default_factory=dict)  # applied last (e.g. by --smoke)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
+            raise ConfigError("a non-empty name without '/' is required", key="name")
+        for key, minimum in _COUNTS.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", key=key)
+
+    # ---- the merge rule: base <- variant <- searched values <- forced overrides ----------
+    def trial_dict(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The nested config of a trial given its searched ``values`` (dotted keys; ``variant``
+        picks a variant; ``__trial_index__`` offsets the seed; None: an inactive parameter)."""
+        merged = copy.deepcopy(self.base)
+        values = dict(values)
+        variant = values.pop(VARIANT_KEY, None)
+        values.pop(CONFIRM_ARM_KEY, None)
+        if variant is not None:
+            for key, value in self.variants[variant].items():
+                set_dotted(merged, key, value)
+        index = values.pop(TRIAL_INDEX_KEY, None)
+        for key, value in values.items():
+            if value is not None:
+                set_dotted(merged, key, value)
+        if index is not None:
+            seed = merged.get("train", {}).get("seed", TrainConfig().seed)
+            set_dotted(merged, SEED_KEY, int(seed) + int(index))
+        for key, value in self.forced.items():
+            set_dotted(merged, key, value)
+        return merged
+
+    def resolve(self, values: dict[str, Any]) -> Config:
+        """The trial's typed config (validated)."""
+        return Config.from_dict(self.trial_dict(values))
+
+    def effective(self, key: str, values: dict[str, Any]) -> Any:
+        """The value ``key`` takes given the searched ``values`` so far (for ``when``)."""
+        if key in values and values[key] is None:
+            return None  # an inactive conditional parameter
+        return get_dotted(self.trial_dict(values), key, default=get_dotted(_DEFAULTS, key))
+
+    def is_active(self, param: Param, values: dict[str, Any]) -> bool:
+        return all(self.effective(k, values) in allowed for k, allowed in (param.when or {}).items())
 
     # ---- derived views -------------------------------------------------------------------
     @property
@@ -162,6 +233,18 @@ class CampaignSpec:
     def search_keys(self) -> list[str]:
         return [p.key for p in self.params]
 
+    def arms(self, searched: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(where, values) for the base, every variant and every value of the categorical
+        parameters whose key starts with ``searched`` (``"data."``): the configurations to
+        check before Ray starts."""
+        yield "base", {}
+        for name in self.variants:
+            yield f"variants.{name}", {VARIANT_KEY: name}
+        for p in self.params:
+            if searched and p.key.startswith(searched) and DISTRIBUTIONS[p.dist] is None:
+                for value in p.args:
+                    yield "search", {p.key: value}
+
     def trial_count(self) -> int:
         """How many trials the campaign runs (configurations x repeats)."""
         if self.searcher.name == "grid":
@@ -170,14 +253,12 @@ class CampaignSpec:
         return self.num_samples * self.repeats
 
     def _largest(self, key: str) -> float:
-        """The largest value ``key`` takes in any trial: base, variants, searched values,
-        with the forced overrides (``--smoke``) applied last."""
-        configs = [self.base_config] + [self.resolve({VARIANT_KEY: n}) for n in self.variants]
-        section, name = key.split(".")
-        values = [getattr(getattr(c, section), name) for c in configs]
-        if key not in self.forced:
-            values += [max(p.values) for p in self.params if p.key == key]
-        return float(max(values))
+        """The largest value ``key`` takes in any trial: base or variant, with the largest
+        searched value or without, merged by :meth:`trial_dict`."""
+        searched = [None] + [max(p.values) for p in self.params if p.key == key]
+        return float(max(
+            get_dotted(self.trial_dict({**values, key: value}), key, default=get_dotted(_DEFAULTS, key))
+            for _, values in self.arms() for value in searched))
 
     def max_steps(self) -> int:
         return int(self._largest("train.steps"))
@@ -196,57 +277,13 @@ class CampaignSpec:
         grace = max_t / s.reduction_factor**2 if s.grace_period == "auto" else float(s.grace_period)
         return grace, max_t
 
-    def resolve(self, values: dict[str, Any]) -> Config:
-        """The trial's typed config: base <- variant <- searched values <- forced overrides."""
-        return Config.from_dict(self.trial_dict(values))
-
-    def trial_dict(self, values: dict[str, Any]) -> dict[str, Any]:
-        merged = copy.deepcopy(self.base)
-        values = dict(values)
-        variant = values.pop(VARIANT_KEY, None)
-        if variant is not None:
-            for key, value in self.variants[variant].items():
-                set_dotted(merged, key, value)
-        index = values.pop(TRIAL_INDEX_KEY, None)
-        for key, value in values.items():
-            if value is not None:  # None: a conditional parameter that is not active
-                set_dotted(merged, key, value)
-        if index is not None:
-            seed = merged.get("train", {}).get("seed", TrainConfig().seed)
-            set_dotted(merged, SEED_KEY, int(seed) + int(index))
-        for key, value in self.forced.items():
-            set_dotted(merged, key, value)
-        return merged
-
-    def effective(self, key: str, values: dict[str, Any]) -> Any:
-        """The value ``key`` takes given the searched ``values`` so far (for ``when``)."""
-        if key in values:
-            return values[key]
-        variant = values.get(VARIANT_KEY)
-        if variant is not None and key in self.variants.get(variant, {}):
-            return self.variants[variant][key]
-        node: Any = self.base
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return _default_value(key)
-            node = node[part]
-        return node
-
-    def is_active(self, param: Param, values: dict[str, Any]) -> bool:
-        return all(self.effective(k, values) in allowed for k, allowed in (param.when or {}).items())
-
     def check_data(self) -> None:
         """Open the shard headers of every data folder the campaign can use, so that a
         missing, empty or corrupt shard fails here, before Ray starts."""
         from ngpt_tune.data import resolve_shards  # the data module is heavier: import late
 
-        candidates: list[tuple[str, dict[str, Any]]] = [("base", {})]
-        candidates += [(f"variants.{n}", {VARIANT_KEY: n}) for n in self.variants]
-        candidates += [("search", {p.key: v}) for p in self.params
-                       if p.key.startswith("data.") and DISTRIBUTIONS[p.dist] is None
-                       for v in p.args]
         checked = set()
-        for prefix, values in candidates:
+        for prefix, values in self.arms(searched="data."):
             try:
                 data = self.resolve(values).data
                 if data.dir == BUILTIN_DATA or data in checked:
@@ -267,11 +304,6 @@ class CampaignSpec:
                     if "data.dir" in o else o for name, o in self.variants.items()}
         return dataclasses.replace(self, base=base, variants=variants)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["params"] = {p.key: p.describe() for p in self.params}
-        return out
-
     def with_overrides(self, flat: dict[str, Any]) -> CampaignSpec:
         """``--set key=value``: dotted config keys go into ``base``."""
         base = copy.deepcopy(self.base)
@@ -281,53 +313,49 @@ class CampaignSpec:
         _check_configs(_without_data(spec))
         return spec
 
-    def smoke_version(self) -> CampaignSpec:
-        """The same campaign shrunk to a CPU-sized run: tiny model, built-in corpus, few steps,
-        at most four trials. Searched size keys are dropped; budgets are rescaled."""
-        size_keys = set(SMOKE_RUN)
-        params = tuple(p for p in self.params if p.key not in size_keys)
-        searcher, repeats = self.searcher, min(self.repeats, 2)
-        spec = dataclasses.replace(self, params=params, repeats=repeats, smoke=True,
-                                   forced={**self.forced, **SMOKE_RUN},
-                                   scheduler=dataclasses.replace(
-                                       self.scheduler, grace_period="auto", max_t="auto",
-                                       reduction_factor=2.0),
-                                   resources=dataclasses.replace(self.resources,
-                                                                 cpus_per_trial=1.0,
-                                                                 gpus_per_trial=0),
-                                   max_concurrent_trials=2)
-        if spec.trial_count() > SMOKE_MAX_TRIALS and searcher.name == "grid":
-            # keep a grid (seeds stay paired): two values of one axis (the compared arm and
-            # its baseline, if any), the first value of every other axis
-            axis = self.compare.by if self.compare else params[0].key
-            cut = []
-            for p in params:
-                keep = p.args[:1]
-                if p.key == axis:
-                    first = (self.compare.baseline,) if self.compare else ()
-                    keep = (first + tuple(v for v in p.args if v not in first))[:2]
-                cut.append(dataclasses.replace(p, args=keep))
-            spec = dataclasses.replace(spec, params=tuple(cut))
-        elif spec.trial_count() > SMOKE_MAX_TRIALS:
-            spec = dataclasses.replace(spec, num_samples=max(1, SMOKE_MAX_TRIALS // repeats))
-        return spec
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["params"] = {p.key: p.describe() for p in self.params}
+        return out
 
 
-_TOP_KEYS = {
-    "name", "description", "metric", "mode", "base", "variants", "search", "searcher",
-    "scheduler", "num_samples", "repeats", "resources", "max_concurrent_trials",
-    "max_failures", "checkpoint", "compare",
-}
+_DEFAULTS = Config().to_dict()
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+_HINTS = typing.get_type_hints(CampaignSpec)
+# top-level keys typed by CampaignSpec's fields: plain values, and sections (dataclasses)
+_SCALARS = ("name", "description", "metric", "mode", *_COUNTS)
+_SECTIONS = {f.name: _HINTS[f.name] for f in dataclasses.fields(CampaignSpec)
+             if dataclasses.is_dataclass(_HINTS[f.name])}
+_TOP_KEYS = {*_SCALARS, *_SECTIONS, "base", "variants", "search", "compare", "confirm", "ladder"}
 
 
 def load_spec(path: str | os.PathLike) -> CampaignSpec:
     """Read and validate a campaign spec; every problem is a one-line ConfigError."""
     path = Path(path).resolve()
-    raw = load_yaml(path)
+    return _with_source(lambda: parse_spec(load_yaml(path), source=str(path)), str(path))
+
+
+def parse_spec_text(text: str, *, source: str | None = None) -> CampaignSpec:
+    """Parse a spec from its YAML text (as ``campaign.json`` records it)."""
+    import yaml
+
     try:
-        return parse_spec(raw, source=str(path))
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "malformed"
+        raise ConfigError(f"not valid YAML{where}: {problem}", source=source) from None
+    return _with_source(lambda: parse_spec(raw, source=source), source)
+
+
+def _with_source(parse: typing.Callable[[], CampaignSpec], source: str | None) -> CampaignSpec:
+    try:
+        return parse()
     except ConfigError as err:
-        raise err.with_source(str(path)) from None
+        raise (err.with_source(source) if source else err) from None
 
 
 def parse_spec(raw: Any, *, source: str | None = None) -> CampaignSpec:
@@ -336,62 +364,34 @@ def parse_spec(raw: Any, *, source: str | None = None) -> CampaignSpec:
     for key in raw:
         if key not in _TOP_KEYS:
             raise ConfigError(unknown_key_message(str(key), _TOP_KEYS), key=str(key))
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip() or "/" in name:
+    if raw.get("name") is None:
         raise ConfigError("a non-empty name without '/' is required", key="name")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError("must be text", key="description")
+    kwargs: dict[str, Any] = {key: raw[key] if key in _COUNTS else  # checked by __post_init__
+                              _coerce(raw[key], _HINTS[key], key=key)
+                              for key in _SCALARS if raw.get(key) is not None}
+    kwargs["description"] = kwargs.get("description", "").strip()
+    kwargs.update({key: _section(cls, raw.get(key), key) for key, cls in _SECTIONS.items()})
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError("must be a mapping of config sections", key="base")
-    base = nest_dotted(base)
     variants = _parse_variants(raw.get("variants"))
-    params = _parse_search(raw.get("search"), variants)
-    spec = CampaignSpec(
-        name=name,
-        description=description.strip(),
-        base=base,
-        params=params,
-        variants=variants,
-        metric=_choice(raw, "metric", ("val_loss", "train_loss"), "val_loss"),
-        mode=_choice(raw, "mode", ("min", "max"), "min"),
-        searcher=_section(SearcherSpec, raw.get("searcher"), "searcher"),
-        scheduler=_section(SchedulerSpec, raw.get("scheduler"), "scheduler"),
-        num_samples=_count(raw, "num_samples", 1, minimum=1),
-        repeats=_count(raw, "repeats", 1, minimum=1),
-        resources=_section(ResourceSpec, raw.get("resources"), "resources"),
-        max_concurrent_trials=_count(raw, "max_concurrent_trials", 0, minimum=0),
-        max_failures=_count(raw, "max_failures", 1, minimum=0),
-        checkpoint=_section(CheckpointSpec, raw.get("checkpoint"), "checkpoint"),
-        compare=_parse_compare(raw.get("compare"), params, variants),
-        source=source,
-    )
+    params = parse_search(raw.get("search"), variants)
+    spec = CampaignSpec(**kwargs, base=nest_dotted(base), params=params, variants=variants,
+                        compare=_parse_compare(raw.get("compare"), params, variants),
+                        confirm=_parse_confirm(raw.get("confirm")),
+                        ladder=_parse_ladder(raw.get("ladder")), source=source)
     _check_configs(_without_data(spec))
+    _check_confirm(_without_data(spec))
     _check_searcher(_without_data(spec))
     return spec
 
 
 def _section(cls: type, value: Any, key: str) -> Any:
+    if cls is LoggersSpec:  # a list of names, or names with settings
+        return parse_loggers(value, key=key)
     if isinstance(value, str):  # "searcher: grid" is short for {"name": "grid"}
         value = {"name": value}
     return build_section(cls, value, prefix=key)
-
-
-def _choice(raw: dict, key: str, allowed: tuple[str, ...], default: str) -> str:
-    value = raw.get(key, default)
-    if value not in allowed:
-        raise ConfigError(f"expected one of {', '.join(allowed)}, got {value!r}", key=key)
-    return value
-
-
-def _count(raw: dict, key: str, default: int, *, minimum: int) -> int:
-    value = raw.get(key, default)
-    if value is None:
-        value = default
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", key=key)
-    return value
 
 
 def _parse_variants(raw: Any) -> dict[str, dict[str, Any]]:
@@ -408,90 +408,6 @@ def _parse_variants(raw: Any) -> dict[str, dict[str, Any]]:
     return variants
 
 
-def _parse_search(raw: Any, variants: dict[str, dict[str, Any]]) -> tuple[Param, ...]:
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError("the search space is empty: give at least one parameter", key="search")
-    params = []
-    for key, body in _flatten_search(raw).items():
-        where = f"search.{key}"
-        if key == VARIANT_KEY and not variants:
-            raise ConfigError("'variant' needs a 'variants' section", key=where)
-        if not isinstance(body, dict):
-            raise ConfigError(
-                f"expected a distribution such as {{choice: [...]}} or {{loguniform: [lo, hi]}}, "
-                f"got {body!r}", key=where)
-        body = dict(body)
-        when = body.pop("when", None)
-        if len(body) != 1:
-            raise ConfigError(
-                f"give exactly one distribution of {', '.join(DISTRIBUTIONS)}", key=where)
-        dist, args = next(iter(body.items()))
-        if dist not in DISTRIBUTIONS:
-            raise ConfigError(unknown_key_message(dist, DISTRIBUTIONS), key=f"{where}.{dist}")
-        params.append(Param(key, dist, _check_args(dist, args, f"{where}.{dist}"),
-                            _parse_when(when, f"{where}.when")))
-        if key == VARIANT_KEY:
-            unknown = [v for v in params[-1].values if v not in variants]
-            if unknown:
-                raise ConfigError(f"unknown variant {unknown[0]!r}; defined: "
-                                  f"{', '.join(variants)}", key=where)
-    return tuple(params)
-
-
-def _flatten_search(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections (``model: {alpha: {...}}``) and dotted keys both name config keys."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        full = f"{prefix}{key}"
-        # a section holds only mappings ({alpha: {uniform: [...]}}); anything else is a body
-        is_section = isinstance(value, dict) and value and all(
-            isinstance(v, dict) for v in value.values()) and not set(value) & {"when"}
-        if is_section:
-            out.update(_flatten_search(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
-def _check_args(dist: str, args: Any, key: str) -> tuple[Any, ...]:
-    arity = DISTRIBUTIONS[dist]
-    if not isinstance(args, (list, tuple)) or not args:
-        raise ConfigError("expected a list", key=key)
-    if arity is None:
-        return tuple(args)
-    if len(args) != arity or not all(_is_number(a) for a in args):
-        raise ConfigError(f"expected {arity} numbers, got {args!r}", key=key)
-    args = tuple(float(a) if dist != "randint" else a for a in args)
-    low, high = args[0], args[1]
-    if dist == "randint" and not all(isinstance(a, int) for a in args):
-        raise ConfigError("randint bounds must be integers", key=key)
-    if not low < high:
-        raise ConfigError(f"low {low} must be below high {high}", key=key)
-    if dist == "loguniform" and low <= 0:
-        raise ConfigError("loguniform bounds must be > 0", key=key)
-    if dist == "quniform" and args[2] <= 0:
-        raise ConfigError("q must be > 0", key=key)
-    return args
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            float(value)
-            return True
-        except ValueError:
-            return False
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _parse_when(raw: Any, key: str) -> dict[str, tuple[Any, ...]] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError("expected a mapping {key: value or [values]}", key=key)
-    return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in flatten_dotted(raw).items()}
-
-
 def _parse_compare(raw: Any, params: tuple[Param, ...], variants: dict) -> CompareSpec | None:
     if raw is None:
         return None
@@ -503,6 +419,44 @@ def _parse_compare(raw: Any, params: tuple[Param, ...], variants: dict) -> Compa
         raise ConfigError(f"{compare.baseline!r} is not a value of {compare.by}",
                           key="compare.baseline")
     return compare
+
+
+def _parse_ladder(raw: Any) -> Any:
+    from ngpt_tune.ladder import parse_ladder  # the fits need numpy: import late
+
+    return None if raw is None else parse_ladder(raw)
+
+
+def _parse_confirm(raw: Any) -> ConfirmSpec | None:
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and isinstance(raw.get("baseline"), dict):
+        raw = {**raw, "baseline": flatten_dotted(raw["baseline"])}
+    return build_section(ConfirmSpec, raw, prefix="confirm")
+
+
+def confirm_baseline(spec: CampaignSpec, baseline: dict[str, Any] | None,
+                     *, key: str = "confirm.baseline") -> dict[str, Any] | None:
+    """The baseline arm's values (dotted keys, ``variant`` included), checked against ``spec``:
+    a known variant, and overrides that make a valid config. ``key`` names it in errors."""
+    if baseline is None:
+        return None
+    values = flatten_dotted(baseline)
+    variant = values.get(VARIANT_KEY)
+    if VARIANT_KEY in values and variant not in spec.variants:
+        known = ", ".join(spec.variants) or "none"
+        raise ConfigError(f"unknown variant {variant!r} (variants: {known})",
+                          key=f"{key}.{VARIANT_KEY}" if key.startswith("confirm") else key)
+    try:
+        spec.resolve(values)
+    except ConfigError as err:
+        raise ConfigError(err.detail, key=f"{key}.{err.key}" if err.key else key) from None
+    return values
+
+
+def _check_confirm(spec: CampaignSpec) -> None:
+    if spec.confirm is not None:
+        confirm_baseline(spec, spec.confirm.baseline)
 
 
 def _without_data(spec: CampaignSpec) -> CampaignSpec:
@@ -555,12 +509,3 @@ def _check_configs(spec: CampaignSpec) -> None:
             except ConfigError as err:
                 raise ConfigError(f"the combination {values} is invalid: {err}",
                                   key="search") from None
-
-
-def _default_value(key: str) -> Any:
-    node: Any = Config().to_dict()
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node

@@ -1,7 +1,9 @@
 """Hand-made experiment folders with known numbers, shaped like the runner's and Ray Tune's.
 
-Each trial folder holds ``params.json``, ``result.json`` (JSON lines carrying Tune's extra keys
-and the nested ``config``), ``provenance.json`` and, for a failed trial, ``error.txt``.
+The folder follows :mod:`ngpt_tune.experiment`: ``campaign.json`` written by its
+``write_campaign``, Tune's ``experiment_state-*.json`` (each trial's final status and failure
+count) and per trial ``params.json``, ``result.json`` (JSON lines carrying Tune's extra keys and
+the nested ``config``), ``provenance.json`` and, for a trial that failed, ``error.txt``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ngpt_tune import experiment as contract
 from ngpt_tune.config import Config
 
 MAX_STEPS = 400
@@ -38,17 +41,19 @@ def write_campaign(
     search_keys: list[str],
     compare: dict | None = None,
     spec: dict | None = None,
+    metric: str = contract.DEFAULT_METRIC,
+    mode: str = contract.DEFAULT_MODE,
 ) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    campaign = {
+    record = {
         "name": name,
         "description": f"hand-made {name}",
         "spec_path": str(root / "spec.yaml"),
         "spec": spec or {"name": name},
-        "metric": "val_loss",
-        "mode": "min",
+        "metric": metric,
+        "mode": mode,
         "search_keys": search_keys,
-        "seed_key": "train.seed",
+        "seed_key": contract.SEED_KEY,
         "compare": compare,
         "time_attr": "tokens_seen",
         "max_steps": MAX_STEPS,
@@ -60,9 +65,25 @@ def write_campaign(
             "created_at": "2026-01-02T03:04:05+00:00",
         },
         "command": f"python -m ngpt_tune run search_spaces/{name}.yaml",
+        "request": {"spec_path": str(root / "spec.yaml"), "spec_yaml": f"name: {name}\n",
+                    "smoke": False, "num_samples": None, "overrides": {}},
     }
-    (root / "campaign.json").write_text(json.dumps(campaign, indent=2))
-    (root / "experiment_state-2026-01-02_03-04-05.json").write_text("{}")  # Tune's, unread
+    contract.write_campaign(root, record)
+    write_tune_state(root, {})
+
+
+TUNE_STATE_FILE = "experiment_state-2026-01-02_03-04-05.json"
+
+
+def write_tune_state(root: Path, states: dict[str, tuple[str, int]]) -> None:
+    """Add trials to Tune's saved state, as Ray writes it: per trial the trial's JSON (status,
+    folder) and its run metadata's JSON (failure count). ``states``: folder -> (status, failures)."""
+    path = root / TUNE_STATE_FILE
+    data = json.loads(path.read_text()) if path.is_file() else {"trial_data": []}
+    for dirname, (status, failures) in states.items():
+        trial = {"status": status, "relative_logdir": dirname, "trial_id": dirname}
+        data["trial_data"].append([json.dumps(trial), json.dumps({"num_failures": failures})])
+    path.write_text(json.dumps(data))
 
 
 def curve(final: float, n_reports: int, *, dip: float | None = None) -> list[float]:
@@ -89,8 +110,13 @@ def write_trial(
     batch_size: int = 32,
     provenance: bool = True,
     timestamp0: float = 1_767_323_045.0,
+    status: str | None = None,
+    failures: int | None = None,
+    train_losses: list[float] | None = None,
 ) -> Path:
-    """One trial folder. ``val_losses`` are the reports, every EVAL_EVERY steps."""
+    """One trial folder. ``val_losses`` are the reports, every EVAL_EVERY steps. ``status`` and
+    ``failures``: Tune's final state of the trial (default: ERROR after one failure when
+    ``error`` is given, else TERMINATED)."""
     folder = root / dirname
     folder.mkdir(parents=True)
     trial_id = trial_id or dirname
@@ -103,9 +129,10 @@ def write_trial(
             "data.batch_size": batch_size,
         }
     )
-    (folder / "params.json").write_text(json.dumps({**params, "__trial_index__": 0}))
+    (folder / contract.PARAMS_FILE).write_text(
+        json.dumps({**params, contract.TRIAL_INDEX_KEY: 0}))
     if provenance:
-        (folder / "provenance.json").write_text(
+        (folder / contract.PROVENANCE_FILE).write_text(
             json.dumps(
                 {
                     "config": dataclasses.asdict(config),
@@ -128,7 +155,7 @@ def write_trial(
         report = {
             "step": step,
             "tokens_seen": step * tokens_per_step,
-            "train_loss": loss + 0.05,
+            "train_loss": train_losses[i] if train_losses else loss + 0.05,
             "val_loss": math.inf if last_diverged else loss,
             "lr": 1e-3 * (1 - step / (2 * max_steps)),
             "tokens_per_s": 40_000.0 + i,
@@ -153,9 +180,12 @@ def write_trial(
             "checkpoint_dir_name": None,
         }
         lines.append(json.dumps(report))
-    (folder / "result.json").write_text("".join(line + "\n" for line in lines))
+    (folder / contract.RESULT_FILE).write_text("".join(line + "\n" for line in lines))
+    failed = error is not None
+    write_tune_state(root, {dirname: (status or ("ERROR" if failed else "TERMINATED"),
+                                      int(failed) if failures is None else failures)})
     if error is not None:
-        (folder / "error.txt").write_text(
+        (folder / contract.ERROR_FILE).write_text(
             "Failure # 1 (occurred at 2026-01-02_03-06-00)\nTraceback (most recent call last):\n"
             f'  File "x.py", line 1, in <module>\n{error}\n'
         )
@@ -172,7 +202,7 @@ def make_alpha_lr(root: Path) -> Path:
     - f0: completed, 6.85 (alpha 0.2, lr 7e-4)
     - c0: stopped, 6.50 at step 200 of 400
     - d0: diverged, inf at step 200
-    - e0e0e_00009: errored, no report (its id read from Tune's folder name)
+    - e0e0e_00009: errored, no report (its id read from the runner's folder name)
     """
     write_campaign(root, name="alpha_lr", search_keys=["model.alpha", "optim.lr", "train.seed"])
     for seed, final in enumerate(A_FINALS):
@@ -216,7 +246,7 @@ def make_alpha_lr(root: Path) -> Path:
     )
     write_trial(
         root,
-        "train_ngpt_e0e0e_00009_9_model.alpha=0.1",
+        contract.trial_dirname("e0e0e_00009"),
         params={"model.alpha": 0.1, "optim.lr": 1e-4, "train.seed": 0},
         val_losses=[],
         error="RuntimeError: CUDA out of memory",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ngpt_tune.runner import RunOptions, build_spec, run_campaign
+from ngpt_tune.runner import RunOptions, RunRequest, build_spec, run_campaign
 
 TINY_BASE = """
 base:
@@ -24,11 +24,11 @@ def write_spec(tmp_path: Path, body: str, *, steps: int = 24, eval_every: int = 
 
 
 def run(spec_path: Path, storage: Path, name: str, **kw) -> Path:
-    spec = build_spec(str(spec_path), **kw)
-    rebuild = {"yaml": spec_path.read_text(), "smoke": kw.get("smoke", False),
-               "num_samples": None, "overrides": {}}
-    return Path(run_campaign(spec, RunOptions(storage=str(storage), name=name),
-                             argv=["run", str(spec_path)], rebuild=rebuild))
+    """``python -m ngpt_tune run SPEC --storage STORAGE --name NAME`` in this process; ``kw``:
+    ``smoke``, ``num_samples``, ``overrides`` (``--set``)."""
+    request = RunRequest.from_file(spec_path, **kw)
+    return Path(run_campaign(build_spec(request), RunOptions(storage=str(storage), name=name),
+                             request=request, command=f"python -m ngpt_tune run {spec_path}"))
 
 
 def trial_dirs(experiment: Path) -> list[Path]:

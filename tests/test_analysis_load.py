@@ -36,6 +36,8 @@ from analysis.load import read_reports
 from analysis.location import fetch
 from analysis.schema import TRIAL_FIELDS
 from ngpt_tune.config import ModelConfig
+from ngpt_tune.errors import NgptTuneError
+from ngpt_tune.experiment import RESULT_FILE, TUNE_STATE_GLOB
 from ngpt_tune.flops import flops_per_token
 
 
@@ -154,8 +156,9 @@ def test_empty_experiment_keeps_the_schema(tmp_path):
 
 
 def test_tune_result_json_quirks(tmp_path):
-    """No campaign.json, no params.json, a line cut short by a crash, NaN written by json."""
+    """A line cut short by a crash, NaN written by Python's json."""
     root = tmp_path / "bare"
+    write_campaign(root, name="bare", search_keys=["optim.lr", "train.seed"])
     folder = write_trial(
         root,
         "t1",
@@ -163,16 +166,21 @@ def test_tune_result_json_quirks(tmp_path):
         params={"optim.lr": 0.01, "train.seed": 3},
         val_losses=[float("nan"), 7.0],
     )
-    (folder / "params.json").unlink()
     with open(folder / "result.json", "a") as handle:
         handle.write('{"step": 300, "val_loss": 6.')  # a crash mid-line
     assert len(read_reports(folder / "result.json")) == 2
     exp = load_experiment(root)
     assert exp.campaign["name"] == "bare"
-    assert exp.search_keys == ["optim.lr"]  # inferred from the config Tune repeats in results
+    assert exp.search_keys == ["optim.lr"]
     row = exp.trials.iloc[0]
     assert (row["status"], row["steps"], row["best_val_loss"]) == ("stopped", 200, 7.0)
     assert math.isnan(exp.history["val_loss"].iloc[0])
+
+
+def test_a_folder_without_campaign_json_is_not_an_experiment(tmp_path):
+    write_trial(tmp_path / "bare", "t1", params={"optim.lr": 0.01}, val_losses=[7.0])
+    with pytest.raises(NgptTuneError, match="not an ngpt-tune experiment folder"):
+        load_experiment(tmp_path / "bare")
 
 
 def test_load_from_a_file_uri(alpha_lr):
@@ -213,9 +221,11 @@ def test_analysis_imports_neither_ray_nor_torch(alpha_lr):
 
 
 def test_trial_written_by_the_runner(tmp_path):
-    """The runner names folders ``trial_{id}``; its provenance has no ``device`` key."""
+    """The runner names folders ``trial_{id}``; the trainable's provenance names the device."""
     root = tmp_path / "runner"
-    folder = write_trial(root, "trial_deadbeef", params={"optim.lr": 0.01}, val_losses=[])
+    write_campaign(root, name="runner", search_keys=["optim.lr"])
+    folder = write_trial(root, "trial_deadbeef", params={"optim.lr": 0.01}, val_losses=[],
+                         status="ERROR", failures=2)
     (folder / "result.json").unlink()
     (folder / "error.txt").write_text("Traceback ...\nValueError: boom\n\n")
     ok = write_trial(
@@ -226,10 +236,96 @@ def test_trial_written_by_the_runner(tmp_path):
         val_losses=[7.0, 6.0, 5.0, 4.0],
     )
     prov = json.loads((ok / "provenance.json").read_text())
-    del prov["device"]
-    prov["hardware"] = {"cuda": True, "gpu": "NVIDIA H100"}
+    prov["device"] = "cuda"  # ngpt_tune.provenance.placement: the device the loop trained on
     (ok / "provenance.json").write_text(json.dumps(prov))
     trials = by_id(load_experiment(root))
     assert trials.loc["deadbeef", "status"] == "errored"
     assert trials.loc["deadbeef", "error"] == "ValueError: boom"
-    assert trials.loc["0123abcd", "device"] == "cuda"  # train.device auto on a CUDA host
+    assert trials.loc["deadbeef", "failures"] == 2
+    assert trials.loc["0123abcd", "device"] == "cuda"
+
+
+def test_a_retried_trial_keeps_the_status_of_its_last_run(tmp_path):
+    """Lost its node, retried from its checkpoint, then stopped by ASHA: error.txt from the
+    first run remains, Tune's final state is TERMINATED; it is ``stopped``, not ``errored``."""
+    root = tmp_path / "retried"
+    write_campaign(root, name="retried", search_keys=["optim.lr"])
+    write_trial(root, "trial_r0", trial_id="r0", params={"optim.lr": 0.01},
+                val_losses=[7.5, 7.0], error="ray.exceptions.NodeDiedError: node lost",
+                status="TERMINATED", failures=1)
+    write_trial(root, "trial_r1", trial_id="r1", params={"optim.lr": 0.02},
+                val_losses=curve(6.9, 4), error="ray.exceptions.NodeDiedError: node lost",
+                status="TERMINATED", failures=1)
+    write_trial(root, "trial_r2", trial_id="r2", params={"optim.lr": 0.03},
+                val_losses=[7.5], error="RuntimeError: CUDA out of memory",
+                status="ERROR", failures=2)
+    trials = by_id(load_experiment(root))
+    assert trials["status"].to_dict() == {"r0": "stopped", "r1": "completed", "r2": "errored"}
+    assert trials["failures"].to_dict() == {"r0": 1, "r1": 1, "r2": 2}
+    assert trials.loc["r0", "error"] == "ray.exceptions.NodeDiedError: node lost"
+    summary = json.loads(write_outputs(root, plots=False).read_text())
+    assert summary["counts"]["stopped"] == 1 and summary["counts"]["errored"] == 1
+    assert summary["retried"] == [
+        {"trial_id": t, "status": status, "failures": 1,
+         "last_error": "ray.exceptions.NodeDiedError: node lost"}
+        for t, status in [("r0", "stopped"), ("r1", "completed")]]
+    assert [(f["trial_id"], f["failures"]) for f in summary["failed"]] == [("r2", 2)]
+
+
+@pytest.mark.parametrize(("metric", "mode", "order"), [
+    ("val_loss", "min", ["v", "w", "t"]),
+    ("train_loss", "min", ["t", "w", "v"]),
+    ("train_loss", "max", ["v", "w", "t"]),
+])
+def test_the_campaign_s_metric_and_mode_rank_the_trials(tmp_path, metric, mode, order):
+    """``metric: train_loss`` / ``mode: max`` in the spec: ranked and labelled so."""
+    from analysis import format_ranking
+
+    root = tmp_path / metric
+    write_campaign(root, name="m", search_keys=["optim.lr"], metric=metric, mode=mode)
+    for trial_id, lr, val, train in [("v", 1e-3, 6.0, 6.9), ("w", 2e-3, 6.5, 6.5),
+                                     ("t", 3e-3, 7.0, 5.0)]:
+        write_trial(root, f"trial_{trial_id}", trial_id=trial_id, params={"optim.lr": lr},
+                    val_losses=curve(val, 4), train_losses=[9.0, 8.0, 7.0, train])
+    summary = json.loads(write_outputs(root, plots=False).read_text())
+    assert [e["trial_id"] for e in summary["ranking"]] == order
+    assert summary["ranked_on"].startswith(f"final_{metric} (the {metric} of the last report; "
+                                           f"mode {mode})")
+    assert summary["best"]["value"] == {"val_loss": {"v": 6.0, "w": 6.5, "t": 7.0},
+                                        "train_loss": {"v": 6.9, "w": 6.5, "t": 5.0}}[
+                                            metric][order[0]]
+    header = next(line for line in format_ranking(summary).splitlines() if " trial " in line)
+    assert header.split()[4] == metric
+
+
+def test_reports_repeated_after_a_restore_are_one_history_row_each(tmp_path):
+    """A trial restored from a checkpoint (a killed driver, a lost node) reports the steps after
+    that checkpoint again, and one restored from its final checkpoint reports its finished state
+    once more: the history keeps one row per step, the ranking one entry per trial."""
+    root = tmp_path / "restored"
+    write_campaign(root, name="restored", search_keys=["optim.lr"])
+    folder = write_trial(root, "trial_d0", trial_id="d0", params={"optim.lr": 0.01},
+                         val_losses=curve(6.9, 4))
+    rows = (folder / RESULT_FILE).read_text().splitlines()
+    (folder / RESULT_FILE).write_text("\n".join(rows + rows[2:] + rows[-1:]) + "\n")
+    write_trial(root, "trial_d1", trial_id="d1", params={"optim.lr": 0.02},
+                val_losses=curve(7.1, 4))
+    experiment = load_experiment(root)
+    history = experiment.history[experiment.history.trial_id == "d0"]
+    assert history["step"].tolist() == sorted(set(history["step"])) and len(history) == 4
+    summary = json.loads(write_outputs(root, plots=False).read_text())
+    assert [e["trial_id"] for e in summary["ranking"]] == ["d0", "d1"]
+
+
+def test_the_newest_tune_state_is_the_one_named_last(tmp_path):
+    """A resumed run syncs the older state file again, so modification times lie: the name's
+    time stamp decides."""
+    root = tmp_path / "resumed"
+    write_campaign(root, name="resumed", search_keys=["optim.lr"])
+    write_trial(root, "trial_s0", trial_id="s0", params={"optim.lr": 0.01},
+                val_losses=[7.5, 7.0], status="TERMINATED")
+    (new,) = root.glob(TUNE_STATE_GLOB)
+    old = root / "experiment_state-2000-01-01_00-00-00.json"
+    old.write_text(new.read_text().replace("TERMINATED", "RUNNING"))
+    os.utime(new, (1, 1))  # the older file looks newer
+    assert by_id(load_experiment(root)).loc["s0", "status"] == "stopped"

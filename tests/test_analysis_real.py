@@ -43,3 +43,26 @@ def test_analyze_writes_every_output(smoke_experiment, tmp_path):
     original = load_experiment(smoke_experiment).trials.set_index("trial_id")
     copy = load_experiment(experiment).trials.set_index("trial_id")
     pd.testing.assert_series_equal(original["final_val_loss"], copy["final_val_loss"])
+
+
+def test_real_campaign_record_gives_the_searched_distributions(smoke_experiment):
+    """campaign.json as the runner writes it: the loguniform axes are read back, analysed as
+    continuous on a log scale, and importance says which trials (and budget) it used."""
+    from analysis import summarize
+    from analysis.ranges import edge_position
+
+    summary = summarize(load_experiment(smoke_experiment))
+    assert summary["search_space"] == {
+        "model.alpha": {"dist": "loguniform", "args": [0.03, 0.5]},
+        "optim.lr": {"dist": "loguniform", "args": [3e-4, 1e-2]},
+    }
+    for key in ("model.alpha", "optim.lr"):
+        effect = summary["parameters"].get(key)
+        if effect is not None:
+            assert (effect["kind"], effect["scale"]) == ("continuous", "log")
+    best = summary["best"]["params"]
+    low, high = summary["search_space"]["optim.lr"]["args"]
+    position = edge_position(best["optim.lr"], low, high, log=True)
+    flagged = {w["key"] for w in summary["range_warnings"]}
+    assert ("optim.lr" in flagged) == (position < 0.1 or position > 0.9)
+    assert summary["importance"]["budget"]["level"] in ("completed", "rung")

@@ -16,10 +16,14 @@ from analysis_fixtures import (
     SECONDS_PER_STEP,
     STOPPED_LOSS,
     TOKENS_PER_STEP,
+    A,
+    B,
     compare_finals,
+    curve,
     make_alpha_lr,
     make_compare,
     make_random_search,
+    write_campaign,
     write_trial,
 )
 from scipy import stats as sps
@@ -275,3 +279,135 @@ def test_format_ranking(alpha_lr):
     assert "errored: e0e0e_00009" in text
     cmp_text = format_ranking(summarize(load_experiment(make_compare(alpha_lr.parent / "cmp"))))
     assert "gpt: " in cmp_text and "cannot be told from noise" in cmp_text
+
+
+# ---- range warnings, importance at an ASHA rung, the confirmation stage -------------------
+def test_range_warnings_name_the_edge_and_propose_wider_bounds(tmp_path):
+    root = make_alpha_lr(tmp_path / "alpha_lr")
+    campaign = json.loads((root / "campaign.json").read_text())
+    campaign["spec"] = {"params": {  # as the runner writes them (Param.describe)
+        "model.alpha": "uniform(0.1, 1.0)",  # best 0.15: 5.6% from the low end
+        "optim.lr": "loguniform(0.0001, 0.00052)",  # best 5e-4: ln 5 / ln 5.2 = 97.6%
+    }}
+    (root / "campaign.json").write_text(json.dumps(campaign))
+    summary = summarize(load_experiment(root))
+    warnings = {w["key"]: w for w in summary["range_warnings"]}
+    lr, alpha = warnings["optim.lr"], warnings["model.alpha"]
+    assert lr["edge"] == "high" and lr["position"] == pytest.approx(math.log(5) / math.log(5.2))
+    # widened by half the range in log space: 5.2e-4 * sqrt(5.2) = 1.186e-3, rounded up
+    assert lr["proposed"] == pytest.approx([1e-4, 1.2e-3])
+    # half the range (0.45) below 0.1 is negative: a positive bound is halved instead
+    assert alpha["edge"] == "low" and alpha["proposed"] == pytest.approx([0.05, 1.0])
+    assert summary["parameters"]["optim.lr"]["scale"] == "log"
+    assert summary["parameters"]["optim.lr"]["kind"] == "continuous"
+    text = format_ranking(summary)
+    assert ("range warning: optim.lr = 0.0005 is 2% from the upper bound of its loguniform "
+            "range [0.0001, 0.00052] (in log space): the optimum may lie beyond it; "
+            "try [0.0001, 0.0012]") in text
+    centred = {"model.alpha": "uniform(0.0, 0.3)", "optim.lr": "loguniform(0.0001, 0.0025)"}
+    campaign["spec"] = {"params": centred}
+    (root / "campaign.json").write_text(json.dumps(campaign))
+    assert summarize(load_experiment(root))["range_warnings"] == []
+
+
+def test_importance_falls_back_to_the_highest_asha_rung_with_enough_trials(tmp_path):
+    """3 completed trials are too few; 3 more were stopped at step 200, 2 at step 100:
+    the rung at 200 steps holds 6 trials, valued at step 200."""
+    root = tmp_path / "asha"
+    write_campaign(root, name="asha", search_keys=["model.alpha", "optim.lr", "train.seed"])
+    campaign = json.loads((root / "campaign.json").read_text())
+    campaign.update(time_attr="step", asha_budgets=[100, 400],
+                    spec={"scheduler": {"reduction_factor": 2}})
+    (root / "campaign.json").write_text(json.dumps(campaign))
+    rng = np.random.default_rng(3)
+    at_200 = {}
+    for i, reports in enumerate([4, 4, 4, 2, 2, 2, 1, 1]):
+        lr = float(10 ** rng.uniform(-4, -2))
+        losses = [8.0 - 0.1 * r + (math.log10(lr) + 3) ** 2 for r in range(reports)]
+        write_trial(root, f"t{i}", params={"model.alpha": float(rng.uniform(0.05, 0.5)),
+                                           "optim.lr": lr, "train.seed": 0},
+                    val_losses=losses)
+        if reports >= 2:
+            at_200[f"t{i}"] = losses[1]
+    exp = load_experiment(root)
+    importance = summarize(exp)["importance"]
+    assert importance["budget"] == {"level": "rung", "time_attr": "step", "at": 200.0,
+                                    "n_trials": 6}
+    assert importance["importances"] is not None and importance["reason"] is None
+    assert "importance (PED-ANOVA, 6 trials at the ASHA rung step = 200): " in format_ranking(
+        summarize(exp))
+    from analysis.importance import importance_trials
+
+    rows, _ = importance_trials(exp.trials, history=exp.history, rungs=[100.0, 200.0],
+                                time_attr="step")
+    assert dict(zip(rows["trial_id"], rows["_value"])) == pytest.approx(at_200)
+
+
+
+
+def make_confirmation(search_root, finals: dict[str, list[float]], seeds=(10, 11, 12)):
+    """A confirmation stage in ``search_root/confirm``: configurations A and B of alpha_lr
+    and a baseline (alpha 0.05, lr 1e-3), re-run with fresh seeds."""
+    root = search_root / "confirm"
+    write_campaign(root, name="alpha_lr-confirm",
+                   search_keys=["model.alpha", "optim.lr", "train.seed"])
+    configs = {"A": A, "B": B, "base": {"model.alpha": 0.05, "optim.lr": 1e-3}}
+    for arm, values in finals.items():
+        for seed, final in zip(seeds, values):
+            write_trial(root, f"trial_{arm}_{seed}", trial_id=f"{arm}{seed}",
+                        params={**configs[arm], "train.seed": seed},
+                        val_losses=curve(final, 4))
+    return root
+
+
+def test_confirmation_stage_end_to_end(alpha_lr):
+    finals = {"A": [6.70, 6.76, 6.73], "B": [6.90, 6.99, 6.93], "base": [6.80, 6.86, 6.85]}
+    make_confirmation(alpha_lr, finals)
+    summary_path = write_outputs(alpha_lr)
+    summary = json.loads(summary_path.read_text())
+    confirm = summary["confirm"]
+    arms = {a["arm"]: a for a in confirm["arms"]}
+    group_a, group_b = "model.alpha=0.15, optim.lr=0.0005", "model.alpha=0.28, optim.lr=0.001"
+    assert [a["arm"] for a in confirm["arms"]][:2] == [group_a, group_b]
+    assert arms[group_a]["role"] == "candidate" and arms[group_a]["search_rank"] == 1
+    assert arms[group_a]["mean"] == pytest.approx(np.mean(finals["A"]))
+    assert arms[group_a]["search_value"] == pytest.approx(np.mean(A_FINALS))
+    assert arms[group_b]["optimism"] == pytest.approx(np.mean(finals["B"]) - np.mean(B_FINALS))
+    [base] = [a for a in confirm["arms"] if a["role"] == "baseline"]
+    assert base["seeds"] == [10, 11, 12]
+    tests = {(c["arm"], c["against_role"]): c for c in confirm["comparisons"]}
+    assert tests[(group_a, "baseline")]["test"] == "paired_t"
+    assert tests[(group_a, "baseline")]["verdict"] == "better"
+    assert tests[(group_b, "leader")]["verdict"] == "worse"
+    # best_config.yaml: the confirmed winner; the search's own best stays in the summary
+    winner = confirm["winner"]
+    assert winner["arm"] == group_a and winner["trial_id"] == "A10"
+    assert yaml.safe_load((alpha_lr / "best_config.yaml").read_text()) == winner["config"]
+    assert winner["config"]["train"]["seed"] == 10
+    search_best = yaml.safe_load((alpha_lr / "search_best_config.yaml").read_text())
+    assert search_best == summary["best"]["config"] and search_best["train"]["seed"] == 0
+    assert summary["best"]["config_path"].endswith("search_best_config.yaml")
+    assert (alpha_lr / "plots" / "confirmation.png").read_bytes()[:4] == b"\x89PNG"
+    text = format_ranking(summary_path)
+    assert "the search's best configuration: " in text
+    assert f"confirmed winner: {group_a}: {np.mean(finals['A']):.4f}" in text
+    assert f"re-run it alone: python -m ngpt_tune train {alpha_lr.resolve()}/best_config.yaml" \
+        in text
+
+
+def test_without_confirmation_best_config_is_the_searchs(alpha_lr):
+    summary = json.loads(write_outputs(alpha_lr, plots=False).read_text())
+    assert summary["confirm"] is None
+    assert not (alpha_lr / "search_best_config.yaml").exists()
+    assert yaml.safe_load((alpha_lr / "best_config.yaml").read_text()) == summary["best"]["config"]
+
+
+def test_candidates_and_fresh_seeds_for_a_confirmation_stage(alpha_lr):
+    from analysis.confirm import fresh_seeds, select_candidates
+
+    exp = load_experiment(alpha_lr)
+    top = select_candidates(exp, 2)
+    assert [c["params"] for c in top] == [A, B]  # ranked on the mean: 6.693, then 6.80
+    assert top[0]["mean"] == pytest.approx(np.mean(A_FINALS)) and top[0]["n"] == 3
+    assert top[0]["config"]["optim"]["lr"] == A["optim.lr"]
+    assert fresh_seeds(exp, 3) == [3, 4, 5]  # the search used seeds 0, 1 and 2

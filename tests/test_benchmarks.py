@@ -1,4 +1,4 @@
-"""The three benchmarks run (``--smoke``) and end with one JSON record of what they measured."""
+"""The benchmarks run (``--smoke``) and end with one JSON record of what they measured."""
 
 from __future__ import annotations
 
@@ -42,6 +42,20 @@ def test_tune_overhead(tmp_path):
 @pytest.mark.slow
 def test_search_efficiency(tmp_path):
     record = smoke("search_efficiency", tmp_path)
-    assert record["grid_points"] == 4 and record["grid_tokens"] > 0
-    (campaign,) = record["optuna_asha"]
-    assert campaign["tokens_total"] > 0
+    table = record["table"]
+    assert set(table) == {"ngpt-tune", "ray-optuna", "random", "optuna", "grid"}
+    assert record["reference_points"] == 8 and record["targets"]["1%"] > record["reference_best"]
+    for method, runs in record["campaigns"].items():
+        assert len(runs) == 1 and runs[0]["tokens_total"] > 0, method
+        assert 1 <= runs[0]["trials"] <= 3, method
+    assert table["ngpt-tune"]["ratio_1%"] == 1.0
+
+
+@pytest.mark.slow
+def test_compile_reuse(tmp_path):
+    record = smoke("compile_reuse", tmp_path)
+    first, second = record["compiled"]
+    assert first["overhead_s"] > 0 and second["alpha"] != first["alpha"]
+    assert record["second_over_first"] == pytest.approx(
+        second["overhead_s"] / first["overhead_s"])
+

@@ -163,3 +163,71 @@ def test_prepare_data_then_validate_a_spec_on_it(tmp_path):
     assert_one_line_error(again, "shards")  # never overwrites silently
     path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {tmp_path / 'shards'}"))
     assert cli("validate", str(path)).returncode == 0
+
+
+def test_set_takes_several_pairs(tmp_path):
+    path = spec_file(tmp_path, GOOD)
+    out = cli("validate", str(path), "--set", "train.steps=40", "model.alpha=0.2",
+              "--num-samples", "3")
+    assert out.returncode == 0, out.stderr
+    assert "40 steps" in out.stdout and "trials  3" in out.stdout
+
+
+class _NoTuner:
+    """Stands in for Ray Tune: ``run`` records the campaign, then this 'runs' no trial."""
+
+    def fit(self):
+        return []
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """``main(["run", ...])`` in this process, with Ray replaced: records what would start."""
+    import ngpt_tune.runner as runner
+
+    started = []
+    monkeypatch.setattr(runner, "init_ray", lambda options: started.append("ray"))
+    monkeypatch.setattr(runner, "build_tuner", lambda spec, **kw: _NoTuner())
+    return started
+
+
+def test_campaign_json_records_the_argv_main_received(tmp_path, no_ray, capsys):
+    from ngpt_tune.__main__ import main
+    from ngpt_tune.experiment import read_campaign
+    from ngpt_tune.runner import RunRequest, build_spec
+
+    path = spec_file(tmp_path, GOOD)
+    argv = ["run", str(path), "--storage", str(tmp_path / "r"), "--name", "e",
+            "--num-samples", "2", "--set", "train.steps=30", "model.alpha=0.2"]
+    assert main(argv) == 0 and no_ray == ["ray"]
+    record = read_campaign(tmp_path / "r" / "e")
+    assert record["command"] == "python -m ngpt_tune " + " ".join(argv)  # not pytest's sys.argv
+    assert record["request"]["overrides"] == {"train.steps": 30, "model.alpha": 0.2}
+    assert record["request"]["num_samples"] == 2 and record["request"]["spec_yaml"] == GOOD
+    spec = build_spec(RunRequest.from_record(record["request"]))  # what resume rebuilds
+    assert spec.trial_count() == 2 and spec.base_config.train.steps == 30
+    summary = json.loads((tmp_path / "r" / "e" / "summary.json").read_text())
+    assert summary["command"] == record["command"]
+
+
+@pytest.mark.parametrize(("where", "text"), [
+    ("base.train.device", GOOD.replace("steps: 20,", "steps: 20, device: cuda,")),
+    ("variants.fast.train.device",
+     GOOD + "variants:\n  slow: {}\n  fast: {train.device: cuda}\n"),
+])
+def test_cuda_without_cuda_is_one_line_before_ray(tmp_path, monkeypatch, no_ray, capsys,
+                                                  where, text):
+    import torch
+
+    from ngpt_tune.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = spec_file(tmp_path, text)
+    run = ["run", str(path), "--storage", str(tmp_path / "r"), "--name", "e"]
+    assert main(run) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ngpt-tune: error: {path}: key '{where}': 'cuda', but this machine")
+    assert no_ray == [] and not (tmp_path / "r").exists()  # nothing started, nothing written
+    assert main([*run, "--address", "auto"]) == 0  # on a cluster, the cluster decides
+    assert no_ray == ["ray"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,27 @@ def test_yaml_errors_name_the_file(tmp_path):
         Config.from_yaml(bad)
     with pytest.raises(ConfigError, match="missing.yaml: file not found"):
         Config.from_yaml(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("train: {compile: on}", "on"), ("train: {compile: off}", "off"),
+    ("train: {compile: true}", "on"), ("train: {compile: reduce-overhead}", "reduce-overhead"),
+])
+def test_yaml_booleans_for_compile(text, expected):
+    """YAML 1.1 reads on/off as booleans, in a spec and in `--set train.compile=on`."""
+    import yaml
+
+    assert Config.from_dict(yaml.safe_load(text)).train.compile == expected
+    assert Config().override({"train.compile": yaml.safe_load(expected)}).train.compile == \
+        expected
+    with pytest.raises(ConfigError, match="train.dtype"):
+        Config.from_dict({"train": {"dtype": True}})  # no on/off there: still an error
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    config = Config.from_yaml(path)
+    assert Config.from_dict(config.to_dict()) == config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import numpy as np
@@ -47,3 +48,22 @@ def test_file_uris_are_local_paths_and_object_stores_are_remote(tmp_path, monkey
     # `run --storage file:///...` stores where the URI says, not in ./file:
     assert resolve_storage(f"file://{tmp_path}/runs") == str(tmp_path / "runs")
     assert resolve_storage("s3://bucket/runs") == "s3://bucket/runs"
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_campaign_record_round_trip_local_and_remote(tmp_path, monkeypatch, remote):
+    """campaign.json is written and read through one module, for folders and URIs alike
+    (``remote``: pyarrow's filesystem code path, on a file:// URI)."""
+    import ngpt_tune.files
+    from ngpt_tune.errors import NgptTuneError
+    from ngpt_tune.experiment import CAMPAIGN_FILE, read_campaign, write_campaign
+
+    if remote:
+        monkeypatch.setattr(ngpt_tune.files, "is_remote", lambda path: True)
+    folder = tmp_path / "e"
+    where = folder.as_uri() if remote else str(folder)
+    write_campaign(where, {"name": "x", "request": {"smoke": True}})
+    assert json.loads((folder / CAMPAIGN_FILE).read_text())["request"] == {"smoke": True}
+    assert read_campaign(where)["name"] == "x"
+    with pytest.raises(NgptTuneError, match="not an ngpt-tune experiment folder"):
+        read_campaign(tmp_path.as_uri() + "/nope" if remote else tmp_path / "nope")

@@ -119,3 +119,82 @@ def test_num_params_excludes_padding():
     m = model(vocab_size=1000)
     padded = sum(p.numel() for p in m.parameters())
     assert m.num_params() == padded - 2 * 24 * 32
+
+
+def test_unit_backward_is_f_normalize_s():
+    from ngpt_tune.model import EPS, unit
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(unit, (x,))
+    clamped = torch.randn(4, 8, dtype=torch.float64)
+    clamped[1] *= EPS / 100  # a row under eps: scaled, not projected (as F.normalize)
+    g = torch.randn(4, 8, dtype=torch.float64)
+    ours = clamped.clone().requires_grad_()
+    ref = clamped.clone().requires_grad_()
+    unit(ours).backward(g)
+    torch.nn.functional.normalize(ref, dim=-1, eps=EPS).backward(g)
+    assert torch.allclose(unit(clamped), torch.nn.functional.normalize(clamped, dim=-1, eps=EPS))
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_head_backward_is_autograd_s(scaled):
+    from ngpt_tune.model import _Head
+
+    torch.manual_seed(0)
+    V, V_pad, C = 5, 8, 4
+    h = torch.randn(2, 3, C, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(V_pad, C, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(V_pad, dtype=torch.float64, requires_grad=True) if scaled else None
+    inputs = (h, W, s) if scaled else (h, W)
+
+    def head(h, W, s=None):
+        return _Head.apply(h, W, s, V)
+
+    def reference(h, W, s=None):
+        return torch.nn.functional.linear(h, (W if s is None else s[:, None] * W)[:V])
+
+    assert torch.autograd.gradcheck(head, inputs)
+    g = torch.randn(2, 3, V, dtype=torch.float64)
+    ours = torch.autograd.grad(head(*inputs), inputs, g)
+    ref = torch.autograd.grad(reference(*inputs), inputs, g)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert ours[1][V:].abs().sum() == 0  # padding rows get no gradient
+
+
+@pytest.mark.parametrize("kw", [{}, {"logit_scale": 15.0}, {"arch": "gpt"}])
+def test_head_paths_agree(kw, monkeypatch):
+    """The eager path (_Head) and the compiled/autocast path (F.linear) give the same logits
+    and gradients."""
+    m = model(**kw)
+    idx, targets = torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16))
+
+    def logits_and_grads():
+        m.zero_grad()
+        logits, loss = m(idx, targets)
+        loss.backward()
+        return logits.detach(), [p.grad.clone() for p in m.parameters()]
+
+    eager = logits_and_grads()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    plain = logits_and_grads()
+    assert torch.allclose(eager[0], plain[0], atol=1e-6)
+    for a, b in zip(eager[1], plain[1]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_trial_varying_numbers_are_tensors():
+    """alpha and a fixed logit scale reach the forward as buffers, not Python floats, so one
+    compiled graph serves trials that differ in them (see tests/test_compile.py)."""
+    a, b = model(alpha=0.15, logit_scale=10.0), model(alpha=0.28, logit_scale=15.0)
+    floats = {}
+    for m in (a, b):
+        for name, mod in m.named_modules():
+            for attr, value in vars(mod).items():
+                if isinstance(value, float):
+                    floats.setdefault((name, attr), set()).add(value)
+    assert {k: v for k, v in floats.items() if len(v) > 1} == {}
+    assert isinstance(a.blocks[0].attn_step.alpha.factor, torch.Tensor)
+    assert a.fixed_logit_scale.item() == 10.0 and b.fixed_logit_scale.item() == 15.0

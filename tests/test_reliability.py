@@ -7,14 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_helpers import results, trial_dirs, write_spec
+from campaign_helpers import results, run, trial_dirs, write_spec
 
 from ngpt_tune.data import write_shard
-from ngpt_tune.runner import RunOptions, build_spec, ray_init_kwargs, run_campaign
+from ngpt_tune.runner import RunOptions, RunRequest, build_spec, ray_init_kwargs, run_campaign
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,12 @@ searcher: grid
 scheduler: fifo
 max_failures: 1
 """, steps=12, eval_every=4)
-    spec = build_spec(str(spec_path))  # validated while the shards are fine...
+    request = RunRequest.from_file(spec_path)
+    spec = build_spec(request)  # validated while the shards are fine...
     train = shards / "fineweb_train_000001.bin"
     train.write_bytes(train.read_bytes()[:-10])  # ...then one is truncated under the campaign
     experiment = Path(run_campaign(spec, RunOptions(storage=str(tmp_path / "r"), name="faults"),
-                                   argv=[], rebuild={}))
+                                   request=request))
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["completed"] == 1
     assert summary["counts"]["diverged"] == 1
@@ -63,9 +65,7 @@ searcher: grid
 scheduler: fifo
 checkpoint: {every: 2, keep: 2}
 """, steps=12, eval_every=2)
-    experiment = Path(run_campaign(build_spec(str(spec_path)),
-                                   RunOptions(storage=str(tmp_path / "r"), name="disk"),
-                                   argv=[], rebuild={}))
+    experiment = run(spec_path, tmp_path / "r", "disk")
     (trial,) = trial_dirs(experiment)
     assert len(results(trial)) == 6  # six checkpointed reports...
     assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
@@ -93,10 +93,15 @@ max_concurrent_trials: 1
         [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
          str(tmp_path / "r"), "--name", "exp"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for _line in proc.stdout:  # wait until the first trial has reported twice
-            if list(experiment.glob("trial_*/checkpoint_000001")):
-                break
+    def reported_twice() -> bool:  # checkpoint_000001 or a later one (older ones are deleted)
+        names = [p.name.removeprefix("checkpoint_")
+                 for p in experiment.glob("trial_*/checkpoint_*")]
+        return any(n.isdigit() and int(n) >= 1 for n in names)
+
+    try:  # the run prints little (one status line every 15 s): watch its folder instead
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not reported_twice():
+            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:

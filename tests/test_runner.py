@@ -92,7 +92,8 @@ repeats: 2
     assert seeds == [0, 1]
 
 
-SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
+SHIPPED = sorted(p for p in (REPO / "search_spaces").glob("*.yaml")
+                 if p.stem != "ladder")  # a ladder runs rungs: tests/test_ladder.py
 
 
 @pytest.mark.parametrize("spec_path", SHIPPED, ids=[p.stem for p in SHIPPED])

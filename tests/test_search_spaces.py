@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from ngpt_tune.config import BUILTIN_DATA, Config, flatten_dotted
 from ngpt_tune.data import write_shard
 from ngpt_tune.runner import build_spec
-from ngpt_tune.spec import SMOKE_MAX_TRIALS, SMOKE_MODEL, VARIANT_KEY, CampaignSpec
+from ngpt_tune.smoke import SMOKE_MAX_TRIALS, SMOKE_MODEL
+from ngpt_tune.spec import VARIANT_KEY, CampaignSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -27,6 +29,7 @@ TRIALS = {  # full size: configurations x seeds
     "architectural": 12 * 3,  # 10 hypotheses + ngpt + gpt, x 3 seeds
     "gated": 32,
     "final": 4 * 5,  # gated, ungated production, ngpt, gpt, x 5 seeds
+    "ladder": 24,  # per rung (three rungs; tests/test_ladder.py)
 }
 
 
@@ -188,3 +191,31 @@ def test_validate_with_a_missing_folder_and_with_smoke(tmp_path):
     smoke = _validate(path, "--smoke", env=env)  # --smoke never looks at the data folder
     assert smoke.returncode == 0, smoke.stderr
     assert "trials  4" in smoke.stdout
+
+
+def test_paper_arms_train_every_parameter_at_one_lr(fineweb):
+    """The paper uses one learning rate for all parameters; the prior campaign 0.3 x lr for
+    the scales. gated.yaml no longer searches weight decay (re-projection cancels it)."""
+    final, architectural = arms(load("final")), arms(load("architectural"))
+    assert final["ngpt"].optim.lr_other_scale == 1.0 == architectural["ngpt"].optim.lr_other_scale
+    assert final["gated_production"].optim.lr_other_scale == 0.3  # the prior campaign's
+    gated = load("gated")
+    assert "optim.weight_decay" not in gated.search_keys
+    assert gated.base_config.optim.weight_decay == 0.1
+
+
+def test_metric_and_mode_are_checked_and_kept():
+    from ngpt_tune.errors import ConfigError
+    from ngpt_tune.spec import parse_spec
+
+    raw = {"name": "m", "search": {"model.alpha": {"uniform": [0.05, 0.3]}},
+           "base": {"data": {"dir": BUILTIN_DATA}}}
+    spec = parse_spec({**raw, "metric": "train_loss", "mode": "max"})
+    assert (spec.metric, spec.mode) == ("train_loss", "max")
+    assert (parse_spec(raw).metric, parse_spec(raw).mode) == ("val_loss", "min")  # defaults
+    with pytest.raises(ConfigError, match=re.escape("key 'metric': expected 'val_loss' | 'train_loss'")):
+        parse_spec({**raw, "metric": "accuracy"})
+    with pytest.raises(ConfigError, match="key 'repeats': must be an integer >= 1, got 0"):
+        parse_spec({**raw, "repeats": 0})
+    with pytest.raises(ConfigError, match="key 'scheduler.reduction_factor': must be > 1"):
+        parse_spec({**raw, "scheduler": {"reduction_factor": 1}})

@@ -124,3 +124,36 @@ def test_train_command_rejects_a_bad_key(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (f"ngpt-tune: error: {cfg}: key 'model.n_embd': n_embd=30 is "
                                   "not divisible by n_head=4")
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_stopped_run_releases_its_model_and_optimisers(monkeypatch, tmp_path, resume):
+    """Ray stops a trial by raising inside tune.report: the model, its optimiser state and
+    the data are released all the same (a reused worker's next trial starts clean)."""
+    import gc
+    import weakref
+
+    from ngpt_tune import train
+
+    config = tiny_config(**{"train.steps": 10})
+    if resume:  # a run resumed at its last step takes the early branch
+        fit(config, report=lambda m, save: save and save(tmp_path), checkpoint_every=10)
+    made = []
+    real_create = train.Trainer.create
+
+    def create(*args, **kwargs):
+        trainer = real_create(*args, **kwargs)
+        made.append((weakref.ref(trainer.model), trainer))
+        return trainer
+
+    monkeypatch.setattr(train.Trainer, "create", create)
+
+    def report(metrics, save):
+        raise KeyboardInterrupt  # what tune.report raises to stop a trial is not an Exception
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, report=report, resume_from=tmp_path if resume else None)
+    gc.collect()
+    (model, trainer), = made
+    assert model() is None
+    assert trainer.optimizers == [] and trainer.val_set == []

@@ -6,29 +6,38 @@ in Ray's history). Tune's config dict becomes the typed :class:`Config` once, at
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
-from ngpt_tune.provenance import provenance
-from ngpt_tune.spec import VARIANT_KEY, CampaignSpec
-from ngpt_tune.train import fit
-
-PROVENANCE_FILE = "provenance.json"
+from ngpt_tune.checkpoints import older_checkpoints
+from ngpt_tune.experiment import PROVENANCE_FILE, VARIANT_KEY
+from ngpt_tune.provenance import placement, provenance
+from ngpt_tune.spec import CampaignSpec
+from ngpt_tune.train import compile_cache_folder, fit, pick_device, use_compile_cache
 
 
 def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int = 0) -> None:
     """Train one trial of ``spec``; ``tune_config`` holds the searched values (dotted keys)."""
     config = spec.resolve(tune_config)
+    # one on-disk kernel cache per campaign and node: the trials there reuse each other's
+    use_compile_cache(compile_cache_folder(spec.name))
     if threads and not config.train.threads:
         config = config.override({"train.threads": threads})
     checkpoint_every = spec.checkpoint.every or config.train.eval_every
     trial_dir = Path(tune.get_context().get_trial_dir())
+    ray_context = ray.get_runtime_context()
+    got = placement(device=pick_device(config), accelerator_ids=ray_context.get_accelerator_ids(),
+                    resources=ray_context.get_assigned_resources(),
+                    node_id=ray_context.get_node_id())
     record = provenance(
+        **got,
         config=dataclasses.asdict(config), seed=config.train.seed,
         variant=tune_config.get(VARIANT_KEY), searched=dict(tune_config),
         trial_id=tune.get_context().get_trial_id(),
@@ -48,5 +57,8 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
     if checkpoint is None:
         fit(config, report=report, checkpoint_every=checkpoint_every)
         return
-    with checkpoint.as_directory() as folder:
-        fit(config, report=report, resume_from=Path(folder), checkpoint_every=checkpoint_every)
+    with contextlib.ExitStack() as stack:
+        # the latest checkpoint, then (only if it cannot be read) the older ones, newest first
+        folders = (Path(stack.enter_context(c.as_directory()))
+                   for c in [checkpoint, *older_checkpoints(checkpoint)])
+        fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every)

@@ -1,0 +1,55 @@
+"""The ladder plot: each fitted parameter's optimum per size with its interval, the log-log fit,
+and the prediction at the target size with its band (from summary.json's ``ladder`` section,
+written by :mod:`ngpt_tune.ladder`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.plots import _save
+
+AXIS_LABELS = {"params": "non-embedding parameters", "width": "width (n_embd)",
+               "depth": "depth (n_layer)"}
+
+
+def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
+    """One panel per fitted parameter, log-log: optima with intervals (hollow: a fallback
+    estimate), the fitted line extended to the target, the prediction and its band."""
+    fits = section.get("fits") or {}
+    if not fits:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 3.2 * len(fits)), layout="constrained")
+    axes = fig.subplots(len(fits), 1, squeeze=False)[:, 0]
+    sizes = np.array([r["size"] for r in section["rungs"]])
+    target = section["target"]["size"]
+    span = np.geomspace(min(sizes.min(), target), max(sizes.max(), target), 50)
+    level = f"{section.get('confidence', 0.9):.0%}"
+    for ax, (key, fit) in zip(axes, fits.items()):
+        optima = [r["optima"][key] for r in section["rungs"]]
+        value = np.array([o["value"] for o in optima])
+        err = [value - [o["low"] for o in optima], [o["high"] for o in optima] - value]
+        ax.errorbar(sizes, value, yerr=np.clip(err, 0, None), fmt="none", color="tab:blue",
+                    capsize=3)
+        quad = np.array([o["method"] == "quadratic" for o in optima])
+        ax.scatter(sizes[quad], value[quad], color="tab:blue", zorder=3,
+                   label=f"optimum per size, {level} CI")
+        if (~quad).any():
+            ax.scatter(sizes[~quad], value[~quad], facecolor="white", edgecolor="tab:blue",
+                       zorder=3, label="fallback (fit not convex)")
+        ax.plot(span, np.exp(fit["intercept"]) * span ** fit["exponent"], color="black", lw=1,
+                label=f"fit: exponent {fit['exponent']:.2f} "
+                      f"[{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
+        lo, hi = fit["prediction_ci"]
+        ax.errorbar([target], [fit["prediction"]],
+                    yerr=[[fit["prediction"] - lo], [hi - fit["prediction"]]], fmt="D",
+                    color="tab:orange", capsize=4, label=f"prediction, {level} interval")
+        ax.axhspan(lo, hi, color="tab:orange", alpha=0.12)
+        ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(section["axis"], "size"),
+               ylabel=key, title=f"ladder: optimum of {key} vs size")
+        ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,138 @@
+"""The searched distributions of a campaign, and warnings when the best value sits at an edge.
+
+``search_space(campaign)`` reads the distributions from ``campaign.json``'s ``spec`` record
+(``spec.params``: ``{"optim.lr": "loguniform(0.0003, 0.01)"}`` as the runner writes it, or
+``{"optim.lr": {"loguniform": [3e-4, 1e-2]}}`` as in a spec file). ``range_warnings`` flags a
+best value in the outer ``EDGE`` (10%) of a numeric range, measured in log space for
+``loguniform``, and proposes bounds widened on that side by half the range (in log space for
+``loguniform``: the bound times ``sqrt(high / low)``); a positive lower bound stays positive.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from typing import Any
+
+EDGE = 0.1
+WIDEN = 0.5  # the proposed bound moves out by this share of the searched range
+NUMERIC = ("uniform", "loguniform", "quniform", "randint")
+CONTINUOUS = ("uniform", "loguniform", "quniform")
+_DESCRIBED = re.compile(r"^\s*(\w+)\((.*?)\)(?:\s+when\s.*)?\s*$", re.DOTALL)
+
+
+def search_space(campaign: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{key: {"dist": "loguniform", "args": [low, high]}}`` for the keys the spec searched;
+    keys whose distribution cannot be read are left out."""
+    spec = campaign.get("spec") or {}
+    params = spec.get("params") if isinstance(spec, dict) else None
+    if not isinstance(params, dict):
+        params = spec.get("search") if isinstance(spec, dict) else None
+    out = {}
+    for key, described in (params or {}).items():
+        parsed = _parse(described)
+        if parsed is not None:
+            out[key] = parsed
+    return out
+
+
+def range_warnings(
+    space: dict[str, dict[str, Any]], params: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """One warning per numeric searched key whose value in ``params`` lies in the outer 10%."""
+    warnings = []
+    for key, dist in space.items():
+        value = (params or {}).get(key)
+        if dist["dist"] not in NUMERIC or not _is_number(value):
+            continue
+        low, high = float(dist["args"][0]), float(dist["args"][1])
+        position = edge_position(value, low, high, log=dist["dist"] == "loguniform")
+        if position is None or EDGE <= position <= 1 - EDGE:
+            continue
+        side = "low" if position < EDGE else "high"
+        proposed = widened(low, high, side, dist=dist["dist"])
+        share = position if side == "low" else 1 - position
+        scale = " (in log space)" if dist["dist"] == "loguniform" else ""
+        bound = "lower" if side == "low" else "upper"
+        warnings.append(
+            {
+                "key": key,
+                "dist": dist["dist"],
+                "value": value,
+                "bounds": [low, high],
+                "position": position,
+                "edge": side,
+                "proposed": proposed,
+                "message": (
+                    f"{key} = {value:.4g} is {max(share, 0):.0%} from the {bound} bound of its "
+                    f"{dist['dist']} range [{low:.4g}, {high:.4g}]{scale}: the optimum may lie "
+                    f"beyond it; try [{proposed[0]:.4g}, {proposed[1]:.4g}]"
+                ),
+            }
+        )
+    return warnings
+
+
+def edge_position(value: float, low: float, high: float, *, log: bool) -> float | None:
+    """Where ``value`` sits in [low, high]: 0 at low, 1 at high (log space when ``log``)."""
+    if high <= low or (log and (low <= 0 or value <= 0)):
+        return None
+    if log:
+        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    return (value - low) / (high - low)
+
+
+def widened(low: float, high: float, side: str, *, dist: str) -> list[float]:
+    """The range moved out on ``side`` by ``WIDEN`` of its width, rounded outward."""
+    if dist == "loguniform":
+        factor = (high / low) ** WIDEN
+        new = [_round(low / factor, down=True), high] if side == "low" else [
+            low, _round(high * factor, down=False)]
+    else:
+        width = WIDEN * (high - low)
+        if side == "low":
+            bound = low - width
+            if low > 0 and bound <= 0:
+                bound = low / 2  # a positive parameter stays positive
+            new = [_round(bound, down=True), high]
+        else:
+            new = [low, _round(high + width, down=False)]
+    if dist == "randint":
+        new = [math.floor(new[0]), math.ceil(new[1])]
+    return new
+
+
+def _round(x: float, *, down: bool, digits: int = 2) -> float:
+    """``x`` to ``digits`` significant digits, rounded away from the searched range."""
+    if x == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(abs(x))) - digits + 1)
+    rounded = (math.floor if down else math.ceil)(x / scale) * scale
+    return float(f"{rounded:.{digits + 2}g}")
+
+
+def _parse(described: Any) -> dict[str, Any] | None:
+    if isinstance(described, dict):  # {"loguniform": [lo, hi], "when": {...}}
+        dists = [k for k in described if k != "when"]
+        if len(dists) == 1 and isinstance(described[dists[0]], (list, tuple)):
+            return {"dist": dists[0], "args": list(described[dists[0]])}
+        return None
+    if not isinstance(described, str):
+        return None
+    match = _DESCRIBED.match(described)
+    if match is None:
+        return None
+    try:
+        args = ast.literal_eval(f"({match.group(2)},)") if match.group(2).strip() else ()
+    except (ValueError, SyntaxError):
+        return None
+    return {"dist": match.group(1), "args": list(args)}
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )

@@ -1,0 +1,164 @@
+"""The experiment folder: what ngpt-tune writes where, and the campaign record.
+
+An experiment folder is Ray Tune's ``storage_path/name``. The runner, the trainable and
+``analysis/`` read and write it through the names below, and nothing else::
+
+    campaign.json             the campaign record (:func:`write_campaign`, before any trial)
+    experiment_state-*.json   Tune's own state: each trial's final status and failure count
+    trial_<id>/               one per trial (:func:`trial_dirname`):
+        params.json             the searched values (Tune)
+        result.json             one JSON line per report (Tune)
+        provenance.json         the resolved config, seed, code and hardware (the trainable)
+        error.txt               the last failure's traceback, if the trial ever failed (Tune)
+        checkpoint_*/           Tune's checkpoints
+    summary.json, trials.parquet, history.parquet, best_config.yaml, plots/, report.html
+                              the analysis (``python -m ngpt_tune analyze``)
+
+Nothing here imports Ray or torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from ngpt_tune.errors import NgptTuneError
+from ngpt_tune.files import is_remote, join, list_folders, local_path, read_file, write_file
+
+if TYPE_CHECKING:
+    from ngpt_tune.spec import CampaignSpec
+
+# ---- file names ---------------------------------------------------------------------------
+CAMPAIGN_FILE = "campaign.json"
+TUNE_STATE_GLOB = "experiment_state-*.json"
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+PROVENANCE_FILE = "provenance.json"
+ERROR_FILE = "error.txt"
+CHECKPOINT_PREFIX = "checkpoint_"
+TRIAL_PREFIX = "trial_"
+SUMMARY_FILE = "summary.json"
+TRIALS_FILE = "trials.parquet"
+HISTORY_FILE = "history.parquet"
+BEST_CONFIG_FILE = "best_config.yaml"  # the confirmed winner when there is a confirmation
+SEARCH_BEST_CONFIG_FILE = "search_best_config.yaml"  # the search's own best, then
+PLOTS_DIR = "plots"
+
+# ---- keys of a trial's configuration ------------------------------------------------------
+SEED_KEY = "train.seed"
+VARIANT_KEY = "variant"
+TRIAL_INDEX_KEY = "__trial_index__"  # set by Ray's Repeater on repeated Optuna configurations
+
+# ---- the metric a campaign optimises: a key of every report -------------------------------
+Metric = Literal["val_loss", "train_loss"]  # the spec's `metric:`
+Mode = Literal["min", "max"]
+METRICS, MODES = get_args(Metric), get_args(Mode)
+DEFAULT_METRIC, DEFAULT_MODE = "val_loss", "min"
+
+
+def final_column(metric: str) -> str:
+    """The trials-table column holding ``metric``'s last reported value (``final_val_loss``)."""
+    return f"final_{metric}"
+
+
+def trial_dirname(trial_id: str) -> str:
+    return f"{TRIAL_PREFIX}{trial_id}"
+
+
+def trial_id_from_dirname(name: str) -> str:
+    """The trial id in a folder named by :func:`trial_dirname` (else the name itself)."""
+    return name.removeprefix(TRIAL_PREFIX)
+
+
+# ---- the trials' reports ------------------------------------------------------------------
+def parse_reports(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a ``result.json``; a line cut short by a crash is skipped."""
+    reports = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            report = json.loads(line)  # accepts NaN / Infinity, as Python's json writes them
+        except json.JSONDecodeError:
+            continue
+        if isinstance(report, dict):
+            reports.append(report)
+    return reports
+
+
+def number_or_none(value: Any) -> float | None:
+    """A report's value as a float: None for a missing value, a boolean or text."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def trial_reports(experiment: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """Every trial's reports so far, by trial id, read from ``experiment`` (folder or URI)."""
+    base = os.fspath(experiment)
+    out = {}
+    for name in list_folders(base):
+        if not name.startswith(TRIAL_PREFIX):
+            continue
+        try:
+            text = read_file(join(join(base, name), RESULT_FILE)).decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        out[trial_id_from_dirname(name)] = parse_reports(text)
+    return out
+
+
+# ---- the campaign record ------------------------------------------------------------------
+def campaign_record(spec: CampaignSpec, *, request: dict[str, Any], command: str,
+                    provenance: dict[str, Any]) -> dict[str, Any]:
+    """What ``campaign.json`` holds: the request that rebuilds the spec (``resume``), the spec as
+    run, and what the analysis needs (metric, mode, searched keys, budgets, provenance)."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "spec_path": spec.source,
+        "spec": spec.to_dict(),
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "search_keys": spec.search_keys,
+        "seed_key": SEED_KEY,
+        "compare": None if spec.compare is None else {"by": spec.compare.by,
+                                                      "baseline": spec.compare.baseline},
+        "time_attr": spec.scheduler.time_attr,
+        "asha_budgets": spec.asha_budgets() if spec.scheduler.name == "asha" else None,
+        "max_steps": spec.max_steps(),
+        "trial_count": spec.trial_count(),
+        "smoke": spec.smoke,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance,
+        "command": command,
+        "request": request,
+    }
+
+
+def write_campaign(experiment: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write ``campaign.json`` into ``experiment`` (a folder or a URI), atomically where local."""
+    write_file(join(os.fspath(experiment), CAMPAIGN_FILE),
+               json.dumps(record, indent=2, default=str))
+
+
+def read_campaign(experiment: str | os.PathLike) -> dict[str, Any]:
+    """``campaign.json`` of ``experiment`` (a folder or a URI); a folder without one is not an
+    ngpt-tune experiment (NgptTuneError)."""
+    text = os.fspath(experiment)
+    where = text if is_remote(text) else str(local_path(text))
+    try:
+        record = json.loads(read_file(join(where, CAMPAIGN_FILE)))
+    except FileNotFoundError:
+        raise NgptTuneError(f"{text}: not an ngpt-tune experiment folder ({CAMPAIGN_FILE} is "
+                            "missing)") from None
+    except json.JSONDecodeError as err:
+        raise NgptTuneError(f"{text}/{CAMPAIGN_FILE}: not valid JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise NgptTuneError(f"{text}/{CAMPAIGN_FILE}: expected a JSON object")
+    return record

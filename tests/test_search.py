@@ -1,0 +1,189 @@
+"""The searchers: the Optuna study persisted in the experiment folder (journal file), read back
+with Optuna's own API, continued on resume with no trial told twice; repeats' learning curves
+passed on to Optuna."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from campaign_helpers import results, run, trial_dirs, write_spec
+from optuna.trial import TrialState
+
+from ngpt_tune.runner import build_spec
+from ngpt_tune.search import (
+    JOURNAL_FILE,
+    PruneAwareOptunaSearch,
+    SeedRepeater,
+    _optuna,
+    study_storage,
+)
+
+SPACE = """
+name: journal-test
+search:
+  model.alpha: {loguniform: [0.03, 0.5]}
+  optim.lr: {loguniform: [1.0e-3, 3.0e-2]}
+searcher: {name: optuna, seed: 0, n_startup_trials: 2}
+scheduler: {name: asha, time_attr: step, grace_period: 6, reduction_factor: 2}
+num_samples: 6
+"""
+
+
+def _searcher(tmp_path: Path, body: str = SPACE) -> PruneAwareOptunaSearch:
+    spec = build_spec(str(write_spec(tmp_path, body)))
+    return _optuna(spec, experiment=str(tmp_path / "exp"))
+
+
+def _load(experiment: Path) -> optuna.Study:
+    return optuna.load_study(study_name=None, storage=study_storage(str(experiment)))
+
+
+@pytest.mark.slow
+def test_study_in_the_experiment_matches_its_trials(ray_session, tmp_path):
+    spec_path = write_spec(tmp_path, SPACE)
+    experiment = run(spec_path, tmp_path / "results", "exp")
+    assert (experiment / JOURNAL_FILE).is_file()
+    study = _load(experiment)  # what a notebook or optuna-dashboard opens
+    assert study.study_name == "journal-test"
+    by_params = {tuple(sorted(t.params.items())): t for t in study.trials}
+    trials = trial_dirs(experiment)
+    assert len(study.trials) == len(trials) == 6
+    states = set()
+    for trial in trials:
+        params = json.loads((trial / "params.json").read_text())
+        ot = by_params[tuple(sorted(params.items()))]
+        rows = results(trial)
+        if rows[-1]["finished"]:
+            assert ot.state == TrialState.COMPLETE
+            assert ot.value == pytest.approx(rows[-1]["val_loss"])
+        else:  # stopped by ASHA: PRUNED, with the curve it had
+            assert ot.state == TrialState.PRUNED
+            assert ot.user_attrs["stopped_at_step"] == rows[-1]["step"]
+        assert len(ot.intermediate_values) == len(rows)
+        assert ot.intermediate_values[max(ot.intermediate_values)] == pytest.approx(
+            rows[-1]["val_loss"])
+        states.add(ot.state)
+    assert states == {TrialState.COMPLETE, TrialState.PRUNED}
+    importances = optuna.importance.get_param_importances(study)
+    assert set(importances) == {"model.alpha", "optim.lr"}
+
+
+def test_restored_searcher_tells_no_trial_twice(tmp_path):
+    """Ray restores the searcher from its pickle, older than the journal: what the journal
+    holds already is not told again, and trials asked after the pickle are told FAIL."""
+    searcher = _searcher(tmp_path)
+    for trial_id in ("a", "b"):
+        searcher.suggest(trial_id)
+        searcher.on_trial_result(trial_id, {"val_loss": 5.0, "training_iteration": 1})
+    state = tmp_path / "searcher.pkl"
+    searcher.save(str(state))  # Ray's checkpoint of the experiment
+    searcher.on_trial_result("a", {"val_loss": 4.0, "training_iteration": 2})
+    searcher.on_trial_complete("a", {"val_loss": 4.0, "finished": True})
+    searcher.suggest("c")  # asked after the checkpoint, then the driver is killed
+
+    restored = _searcher(tmp_path)
+    restored.restore(str(state))
+    # Tune reruns "a" and "b" from their checkpoints at step 1
+    for trial_id in ("a", "b"):
+        restored.on_trial_result(trial_id, {"val_loss": 9.0, "training_iteration": 1})
+        restored.on_trial_result(trial_id, {"val_loss": 3.5, "training_iteration": 2})
+    restored.on_trial_complete("a", {"val_loss": 3.5, "finished": True})
+    restored.on_trial_complete("b", {"val_loss": 3.0, "finished": False, "step": 12})
+
+    trials = _load(tmp_path / "exp").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert trials[0].value == 4.0 and trials[0].intermediate_values == {1: 5.0, 2: 4.0}
+    assert trials[1].intermediate_values == {1: 5.0, 2: 3.5}
+
+
+def test_remote_experiment_keeps_the_study_in_memory(capsys):
+    assert study_storage("s3://bucket/campaigns/exp") is None
+    assert "stays in memory" in capsys.readouterr().out
+
+
+def test_repeats_pass_their_mean_curve_to_optuna(tmp_path):
+    repeater = _searcher(tmp_path, SPACE + "repeats: 2\n")
+    assert isinstance(repeater, SeedRepeater)
+    first, second = repeater.suggest("t0"), repeater.suggest("t1")
+    assert first["model.alpha"] == second["model.alpha"]  # one configuration, two seeds
+    repeater.on_trial_result("t0", {"val_loss": 6.0, "training_iteration": 1})
+    repeater.on_trial_result("t0", {"val_loss": 5.0, "training_iteration": 2})
+    repeater.on_trial_result("t1", {"val_loss": 4.0, "training_iteration": 1})
+    repeater.on_trial_result("t1", {"val_loss": math.nan, "training_iteration": 2})
+    repeater.on_trial_complete("t0", {"val_loss": 5.0, "finished": False, "step": 12})
+    repeater.on_trial_complete("t1", {"val_loss": 4.5, "finished": True})
+    (trial,) = _load(tmp_path / "exp").trials
+    assert trial.intermediate_values == {1: 5.0}  # step 2: one seed diverged, not reported
+    assert trial.state == TrialState.PRUNED  # a seed was stopped early
+
+
+def test_optuna_dashboard_opens_the_journal(tmp_path):
+    """`optuna-dashboard EXPERIMENT/optuna_journal.log` reads the study as ngpt-tune told it."""
+    storage_url = pytest.importorskip("optuna_dashboard._storage_url")
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"val_loss": 5.0, "training_iteration": 1})
+    searcher.on_trial_complete("a", {"val_loss": 4.0, "training_iteration": 2, "finished": False,
+                                     "step": 12})
+    storage = storage_url.guess_storage_from_url(str(tmp_path / "exp" / JOURNAL_FILE))
+    (trial,) = optuna.load_study(study_name="journal-test", storage=storage).trials
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 5.0, 2: 4.0}
+
+
+@pytest.mark.slow
+def test_killed_optuna_campaign_resumes_the_same_study(tmp_path):
+    """kill -9 of `run` while a trial trains; `resume` finishes the campaign in the same study:
+    one Optuna trial per Ray trial (plus any asked just before the kill, told FAIL), none told
+    twice, finished ones COMPLETE with their final val_loss."""
+    spec_path = write_spec(tmp_path, SPACE.replace("num_samples: 6", "num_samples: 4") +
+                           "max_concurrent_trials: 1\nscheduler: fifo\n", steps=60,
+                           eval_every=10)
+    spec_path.write_text(spec_path.read_text().replace(
+        "scheduler: {name: asha, time_attr: step, grace_period: 6, reduction_factor: 2}\n", ""))
+    experiment = tmp_path / "results" / "exp"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
+           str(experiment.parent), "--name", "exp"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def second_trial_half_done() -> bool:
+        rows = [results(t) for t in trial_dirs(experiment)] if experiment.is_dir() else []
+        return any(r and r[-1]["finished"] for r in rows) and any(
+            len(r) >= 3 and not r[-1]["finished"] for r in rows)
+
+    try:
+        deadline = time.monotonic() + 300
+        while not second_trial_half_done():
+            assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "resume", str(experiment)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    study = _load(experiment)
+    told = [t for t in study.trials if t.state != TrialState.FAIL]
+    trials = trial_dirs(experiment)
+    assert len(trials) == len(told) == 4
+    by_params = {tuple(sorted(t.params.items())): t for t in told}
+    for trial in trials:
+        params = json.loads((trial / "params.json").read_text())
+        rows = results(trial)
+        ot = by_params[tuple(sorted(params.items()))]
+        assert rows[-1]["finished"] and ot.state == TrialState.COMPLETE
+        assert ot.value == pytest.approx(rows[-1]["val_loss"])
+        assert sorted(ot.intermediate_values) == list(range(1, 7))
