@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 from ngpt_tune.runner import RunOptions, RunRequest, build_spec, run_campaign
@@ -40,3 +42,16 @@ def results(trial: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip().endswith("}")]
 
 
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen, *, every: float = 0.2) -> None:
+    """Poll ``predicate`` until it holds; fail if ``proc`` (a CLI run) ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"run exited early ({proc.returncode}):\n{out[-3000:]}")
+        time.sleep(every)
+    raise AssertionError("timed out waiting")

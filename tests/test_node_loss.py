@@ -13,11 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from campaign_helpers import results, trial_dirs, write_spec
+from campaign_helpers import results, trial_dirs, wait_for, write_spec
 
 from ngpt_tune.config import Config
 from ngpt_tune.train import fit
@@ -113,17 +112,6 @@ max_failures: 2
     assert len(summary["ranking"]) == 2
 
 
-def _wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended early:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
-
-
 def test_sigterm_saves_state_like_ctrl_c_and_a_corrupt_checkpoint_is_skipped(tmp_path):
     """A preemption (SIGTERM) stops the run resumably; after it, the latest checkpoint is
     truncated (as by a node lost mid-write) and ``resume`` falls back to the previous one."""
@@ -146,7 +134,7 @@ checkpoint: {every: 20, keep: 3}
                    if (t / "result.json").exists())
 
     try:
-        _wait_for(two_checkpoints, 240, proc)
+        wait_for(two_checkpoints, 240, proc)
         proc.send_signal(signal.SIGTERM)  # what a cloud provider sends before preempting
         output, _ = proc.communicate(timeout=120)
     finally:

@@ -13,11 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import results, run, trial_dirs, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -105,18 +104,6 @@ def test_every_shipped_spec_runs_with_smoke(ray_session, tmp_path, spec_path):
     assert (experiment / "summary.json").exists()
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"run exited early ({proc.returncode}):\n{out[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
-
-
 def test_killed_campaign_resumes_without_rerunning_finished_trials(tmp_path):
     """kill -9 of `run` after its first trial finishes; `resume` finishes the campaign."""
     spec_path = write_spec(tmp_path, """
@@ -144,7 +131,7 @@ max_concurrent_trials: 1
         return len(done) == 1 and len(running) == 1
 
     try:
-        _wait_for(first_finished_and_second_started, 300, proc)
+        wait_for(first_finished_and_second_started, 300, proc)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and its local Ray
