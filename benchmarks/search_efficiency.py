@@ -12,9 +12,10 @@ sees the same landscape):
 
 - ``ngpt-tune``: the shipped searcher (PruneAwareOptunaSearch + ASHA on tokens), through the
   project's runner;
-- ``candidate`` (with ``--candidate``): the shipped searcher with other TPE options;
+- ``candidate`` (with ``--candidate``): the shipped searcher with other TPE options or
+  scheduler keys (``multivariate,constant_liar``, ``reduction_factor=3``, ``brackets=3``);
 - ``ray-optuna``: Ray's stock OptunaSearch + ASHA (ASHA-stopped trials told COMPLETE);
-- ``random``: random search + ASHA;
+- ``random``: random search + ASHA (every Ray method uses the shipped ASHA settings);
 - ``optuna``: Optuna alone, no Ray: TPE with Optuna's Hyperband pruner, ``fit()`` in-process
   in ``concurrency`` threads;
 - ``grid``: a 3 x 3 grid of the sweep's points per schedule, in full, in order (no seed).
@@ -22,8 +23,8 @@ sees the same landscape):
 Cost: every token trained by all trials up to the moment the first trial within the target
 finishes (a campaign that never reaches it is charged all its tokens and counted as missing).
 
-    python benchmarks/search_efficiency.py                       # 26.5 minutes on 2 cores
-    python benchmarks/search_efficiency.py --candidate multivariate,group,constant_liar
+    python benchmarks/search_efficiency.py                       # about 25 minutes on 2 cores
+    python benchmarks/search_efficiency.py --seeds 8 --candidate reduction_factor=3
     python benchmarks/search_efficiency.py --smoke
 """
 
@@ -35,16 +36,18 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from ngpt_tune.provenance import git_commit
 
 ALPHA = (0.02, 1.0)  # loguniform
 LR = (1e-3, 0.2)  # loguniform
@@ -103,7 +106,7 @@ def reference(out: Path, *, n: int, steps: int, workers: int) -> dict:
 
 
 def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, seed: int,
-               concurrency: int) -> Path:
+               concurrency: int, scheduler: dict | None = None) -> Path:
     spec = {
         "name": name,
         "base": base(steps),
@@ -112,7 +115,7 @@ def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, 
                    "optim.schedule": {"choice": SCHEDULES}},
         "searcher": {"name": searcher, "seed": seed, **(
             {"n_startup_trials": STARTUP} if searcher == "optuna" else {})},
-        "scheduler": {"name": "asha", "time_attr": "tokens_seen", "reduction_factor": 3},
+        "scheduler": {"name": "asha", "time_attr": "tokens_seen", **(scheduler or {})},
         "num_samples": cap,
         "max_concurrent_trials": concurrency,
         "checkpoint": {"every": steps, "keep": 1},  # at the end only: Tune's overhead, not tokens
@@ -189,13 +192,14 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
 
     log = Log()
     name = f"{method}-{seed}"
+    scheduler = candidate["scheduler"] if method == "candidate" else None
     spec = build_spec(str(write_spec(root, name, steps=steps, cap=cap, concurrency=concurrency,
                                      searcher="random" if method == "random" else "optuna",
-                                     seed=seed)))
+                                     seed=seed, scheduler=scheduler)))
     searchers, schedulers = dict(search.SEARCHERS), dict(search.SCHEDULERS)
     search.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
-    if method == "candidate":
-        search.SEARCHERS["optuna"] = lambda s, **kw: search._optuna(s, tpe=candidate, **kw)
+    if method == "candidate" and candidate["tpe"]:
+        search.SEARCHERS["optuna"] = lambda s, **kw: search._optuna(s, tpe=candidate["tpe"], **kw)
     elif method == "ray-optuna":
         search.SEARCHERS["optuna"] = lambda s, **kw: OptunaSearch(
             space=search.OptunaSpace(s), metric=s.metric, mode=s.mode,
@@ -259,40 +263,101 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(campaigns: dict[str, list[dict]], targets: dict[str, float]) -> dict:
+    """Per method and target: the charged tokens (mean, sd), how many campaigns reached it, the
+    expected running time (COCO's ERT: all tokens spent by all campaigns until they reached the
+    target or ended, over the number that reached it; infinite when none did), its ratio to
+    ngpt-tune's, and Fisher's exact test of the reach counts against ngpt-tune's."""
+    from scipy.stats import fisher_exact
+
     table = {}
     for method, runs in campaigns.items():
         row = {"seeds": len(runs)}
         for name in targets:
             charged = [r["tokens_to"][name] or r["tokens_total"] for r in runs]
+            reached = sum(r["tokens_to"][name] is not None for r in runs)
             row[f"tokens_to_{name}"] = _stats(charged)
-            row[f"reached_{name}"] = sum(r["tokens_to"][name] is not None for r in runs)
+            row[f"reached_{name}"] = reached
+            row[f"ert_{name}"] = sum(charged) / reached if reached else math.inf
         row["best"] = _stats([r["best"] for r in runs if r["best"] is not None])
         row["tokens_total"] = _stats([r["tokens_total"] for r in runs])
         table[method] = row
     shipped = table.get("ngpt-tune")
     for row in table.values():
         for name in targets:
-            key = f"tokens_to_{name}"
-            row[f"ratio_{name}"] = row[key][0] / shipped[key][0] if shipped else None
+            row[f"ratio_{name}"] = _divide(row[f"ert_{name}"], shipped[f"ert_{name}"]) \
+                if shipped else None
+            row[f"fisher_p_{name}"] = float(fisher_exact(
+                [[row[f"reached_{name}"], row["seeds"] - row[f"reached_{name}"]],
+                 [shipped[f"reached_{name}"], shipped["seeds"] - shipped[f"reached_{name}"]]]
+            )[1]) if shipped else None
     return table
 
 
+def _divide(a: float, b: float) -> float | None:
+    if math.isinf(a) and math.isinf(b):
+        return None
+    return math.inf if math.isinf(a) or b == 0 else a / b
+
+
 def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else "inf" if math.isinf(value) else f"{value:.2f}"
+
+
+def _tokens(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:,.0f}"
 
 
 def print_table(table: dict, targets: dict[str, float]) -> None:
     names = list(targets)
-    head = " | ".join(f"tokens to {n} (mean ± sd, reached) | x ngpt-tune" for n in names)
+    head = " | ".join(f"reached {n} | ERT to {n} (tokens) | x ngpt-tune | Fisher p | "
+                      f"tokens to {n}, charged (mean ± sd)" for n in names)
     print(f"| method | seeds | {head} | final best (mean ± sd) | campaign tokens |")
-    print("|---" * (4 + 2 * len(names)) + "|")
+    print("|---" * (4 + 5 * len(names)) + "|")
     for method, row in table.items():
         cells = " | ".join(
-            f"{row[f'tokens_to_{n}'][0]:,.0f} ± {row[f'tokens_to_{n}'][1]:,.0f} "
-            f"({row[f'reached_{n}']}/{row['seeds']}) | {_ratio(row[f'ratio_{n}'])}"
-            for n in names)
+            f"{row[f'reached_{n}']}/{row['seeds']} | {_tokens(row[f'ert_{n}'])} | "
+            f"{_ratio(row[f'ratio_{n}'])} | {_ratio(row[f'fisher_p_{n}'])} | "
+            f"{row[f'tokens_to_{n}'][0]:,.0f} ± {row[f'tokens_to_{n}'][1]:,.0f}" for n in names)
         print(f"| {method} | {row['seeds']} | {cells} | {row['best'][0]:.4f} ± "
               f"{row['best'][1]:.4f} | {row['tokens_total'][0]:,.0f} |")
+
+
+def merge(paths: list[Path]) -> dict:
+    """The JSON records of several runs of one problem (the last record line of each output),
+    their campaigns pooled per method and summarised again."""
+    records = [json.loads([line for line in Path(p).read_text().splitlines()
+                           if line.startswith('{"benchmark"')][-1]) for p in paths]
+    first = records[0]
+    keys = ("steps", "cap", "concurrency", "reference_best", "reference_points")
+    for path, record in zip(paths, records):
+        if any(record[k] != first[k] for k in keys):
+            raise SystemExit(f"{path}: another problem than {paths[0]} ({', '.join(keys)})")
+    campaigns: dict[str, list[dict]] = {}
+    for record in records:
+        for method, runs in record["campaigns"].items():
+            known = {r["seed"] for r in campaigns.get(method, [])}
+            campaigns.setdefault(method, []).extend(r for r in runs if r["seed"] not in known)
+    table = summarise(campaigns, first["targets"])
+    print(f"search_efficiency: {len(records)} runs merged ({', '.join(map(str, paths))}); "
+          f"reference best {first['reference_best']:.4f}")
+    print_table(table, first["targets"])
+    record = {**first, "merged": [str(p) for p in paths], "commits": [r["commit"] for r in records],
+              "seeds": max(len(runs) for runs in campaigns.values()), "table": table,
+              "campaigns": campaigns}
+    print(json.dumps(record))
+    return record
+
+
+def parse_candidate(text: str) -> dict:
+    """``multivariate,constant_liar,brackets=3`` -> TPE options and scheduler keys."""
+    tpe, scheduler = {}, {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if sep:
+            scheduler[key] = yaml.safe_load(value)
+        else:
+            tpe[key] = True
+    return {"tpe": tpe, "scheduler": scheduler}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -300,19 +365,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=45, help="steps of a full trial")
     parser.add_argument("--cap", type=int, default=18, help="trials per campaign")
     parser.add_argument("--seeds", type=int, default=5, help="searcher seeds per method")
+    parser.add_argument("--seed-start", type=int, default=0, help="the first searcher seed")
     parser.add_argument("--dense", type=int, default=7, help="sweep points per log axis")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time")
     parser.add_argument("--methods", default="ngpt-tune,ray-optuna,random,optuna,grid",
                         help="comma-separated; 'candidate' needs --candidate")
     parser.add_argument("--candidate", default="",
-                        help="TPE options for the 'candidate' method, e.g. multivariate,group")
+                        help="the 'candidate' method: the shipped searcher with TPE options "
+                             "(e.g. multivariate,group) and scheduler keys (e.g. brackets=3)")
     parser.add_argument("--out", type=Path, default=None,
                         help="cache of the reference sweep (default ~/.cache/ngpt-tune/...)")
     parser.add_argument("--smoke", action="store_true", help="1 seed x 3 trials of 6 steps")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="OUTPUT",
+                        help="no training: pool the campaigns of earlier runs' outputs (their "
+                             "last line, the JSON record) and print the table again")
     args = parser.parse_args(argv)
-    candidate = {k: True for k in args.candidate.split(",") if k}
+    if args.merge:
+        return merge(args.merge)
+    candidate = parse_candidate(args.candidate)
     methods = [m for m in args.methods.split(",") if m]
-    if candidate and "candidate" not in methods:
+    if args.candidate and "candidate" not in methods:
         methods.insert(1, "candidate")
     if args.smoke:
         args.steps, args.cap, args.seeds, args.dense = 6, 3, 1, 2
@@ -332,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False,
                      log_to_driver=False)
-        for seed in range(args.seeds):
+        for seed in range(args.seed_start, args.seed_start + args.seeds):
             for method in methods:
                 if method in RAY_METHODS:
                     log = ray_campaign(method, root, steps=args.steps, cap=args.cap, seed=seed,
@@ -341,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
                     log = optuna_campaign(steps=args.steps, cap=args.cap, seed=seed,
                                           concurrency=args.concurrency)
                 elif method == "grid":
-                    if seed:
+                    if seed != args.seed_start:
                         continue
                     log = grid_campaign(ref, args.dense)
                 else:
@@ -355,11 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"at a time, {args.seeds} seeds; reference best {best:.4f} (dense sweep of "
           f"{len(ref['points'])} points), targets 1% {targets['1%']:.4f}, "
           f"0.5% {targets['0.5%']:.4f}")
-    if candidate:
-        print(f"candidate TPE options: {candidate}")
+    if args.candidate:
+        print(f"candidate: TPE options {candidate['tpe']}, scheduler {candidate['scheduler']}")
     print_table(table, targets)
     record = {"benchmark": "search_efficiency", "device": platform.processor() or "cpu",
-              "date": dt.date.today().isoformat(), "commit": _commit(), "steps": args.steps,
+              "date": dt.date.today().isoformat(), "commit": git_commit(), "steps": args.steps,
               "cap": args.cap, "concurrency": args.concurrency, "seeds": args.seeds,
               "reference_best": best, "reference_points": len(ref["points"]),
               "targets": targets, "candidate": candidate, "table": table,
@@ -367,11 +439,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(record))
     return record
 
-
-def _commit() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, cwd=Path(__file__).resolve().parent)
-    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":

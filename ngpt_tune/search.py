@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
@@ -242,7 +244,8 @@ SEARCHERS: dict[str, Callable[..., Searcher]] = {
 
 
 class ResumableASHA(ASHAScheduler):
-    """Ray's ASHA, whose rungs survive ``resume``.
+    """Ray's ASHA, whose rungs survive ``resume``, with each trial's bracket a function of its
+    id.
 
     Tune saves the searcher's state but not the scheduler's, so a restored ASHA starts with
     empty rungs and lets a weak trial through a rung where the uninterrupted campaign stops it.
@@ -250,6 +253,10 @@ class ResumableASHA(ASHAScheduler):
     folder through Ray's own rung bookkeeping: each rung then holds what it held when the
     driver stopped (what a rung records does not depend on the order the reports came in).
     A new experiment has no reports to replay.
+
+    With several brackets Ray draws a trial's bracket from numpy's global random state; here
+    the draw (same probabilities: a softmax of the brackets' rung counts) is seeded by the
+    trial id, so the replay puts every trial back in its bracket.
     """
 
     def __init__(self, *, experiment: str | None = None, **kwargs: Any):
@@ -261,15 +268,22 @@ class ResumableASHA(ASHAScheduler):
         if not self._replayed:
             self._replayed = True
             self.replay(trial_reports(self._experiment))
-        super().on_trial_add(tune_controller, trial)
+        super().on_trial_add(tune_controller, trial)  # checks metric and mode
+        self._trial_info[trial.trial_id] = self.bracket_of(trial.trial_id)
+
+    def bracket_of(self, trial_id: str) -> Any:
+        sizes = np.array([len(b._rungs) for b in self._brackets])
+        weights = np.exp(sizes - sizes.max())
+        draw = zlib.crc32(trial_id.encode()) / 2**32  # uniform in [0, 1), the same every run
+        index = int(np.searchsorted(np.cumsum(weights / weights.sum()), draw, side="right"))
+        return self._brackets[min(index, len(self._brackets) - 1)]
 
     def replay(self, reports: dict[str, list[dict[str, Any]]]) -> int:
         """Record ``reports`` (trial id -> reports in order) in the rungs; returns how many
         reports carried the time attribute and the metric."""
-        (bracket,) = self._brackets  # ngpt-tune's ASHA has one bracket
         count = 0
         for trial_id, rows in reports.items():
-            trial = _ReplayedTrial(trial_id)
+            trial, bracket = _ReplayedTrial(trial_id), self.bracket_of(trial_id)
             for row in rows:
                 value = row.get(self._metric)
                 if self._time_attr in row and isinstance(value, (int, float)):
@@ -288,7 +302,8 @@ class _ReplayedTrial:
 def _asha(spec: CampaignSpec, experiment: str | None = None) -> TrialScheduler:
     grace, max_t = spec.asha_budgets()
     return ResumableASHA(experiment=experiment, time_attr=spec.scheduler.time_attr, max_t=max_t,
-                         grace_period=grace, reduction_factor=spec.scheduler.reduction_factor)
+                         grace_period=grace, reduction_factor=spec.scheduler.reduction_factor,
+                         brackets=spec.scheduler.brackets)
 
 
 SCHEDULERS: dict[str, Callable[..., TrialScheduler]] = {

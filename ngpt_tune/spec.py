@@ -73,12 +73,15 @@ class SchedulerSpec:
     name: Literal["asha", "fifo"] = "asha"
     time_attr: Literal["tokens_seen", "step"] = "tokens_seen"
     grace_period: Union[Literal["auto"], float] = "auto"  # auto: max_t / reduction_factor**2
-    reduction_factor: float = 3.0
+    reduction_factor: float = 2.0  # 2 beat 3 in benchmarks/search_efficiency.py (RESULTS.md §3)
     max_t: Union[Literal["auto"], float] = "auto"  # auto: the longest trial's budget
+    brackets: int = 1  # ASHA brackets: bracket s starts stopping at grace * rf**s (Hyperband)
 
     def __post_init__(self) -> None:
         if self.reduction_factor <= 1:
             raise ConfigError("must be > 1", key="reduction_factor")
+        if self.brackets < 1:
+            raise ConfigError(f"must be >= 1, got {self.brackets}", key="brackets")
         for name in ("grace_period", "max_t"):
             value = getattr(self, name)
             if value != "auto" and value <= 0:
@@ -477,6 +480,11 @@ def _check_searcher(spec: CampaignSpec) -> None:
         if grace > max_t:
             raise ConfigError(f"grace_period {grace:g} is above the max budget max_t {max_t:g}",
                               key="scheduler.grace_period")
+        rungs = int(math.log(max_t / grace) / math.log(spec.scheduler.reduction_factor) + 1e-9) + 1
+        if spec.scheduler.brackets > rungs:
+            raise ConfigError(f"{spec.scheduler.brackets} brackets, but grace_period {grace:g} "
+                              f"to max_t {max_t:g} holds {rungs} rung(s): at most {rungs}",
+                              key="scheduler.brackets")
 
 
 def _check_configs(spec: CampaignSpec) -> None:

@@ -68,6 +68,29 @@ def test_a_resumed_asha_stops_the_trial_the_uninterrupted_one_stops(tmp_path):
     assert rungs == [sorted(recorded.items()) for _, recorded in uninterrupted._brackets[0]._rungs]
 
 
+def test_with_several_brackets_every_trial_is_replayed_into_its_own_bracket(tmp_path):
+    options = {**ASHA, "brackets": 3}  # rungs 40/80/160, 80/160 and 160
+    reports = {f"t{i:02d}": [(40, 9.0 + i / 10), (80, 8.5 + i / 20), (160, 8.0 + i / 30)]
+               for i in range(12)}
+    uninterrupted = ResumableASHA(**options)
+    for trial_id, rows in reports.items():
+        uninterrupted.on_trial_add(None, _trial(trial_id))
+        for step, loss in rows:
+            _feed(uninterrupted, trial_id, step, loss)
+        (tmp_path / trial_dirname(trial_id)).mkdir()
+        (tmp_path / trial_dirname(trial_id) / RESULT_FILE).write_text("".join(
+            json.dumps({"step": s, "val_loss": v, "trial_id": trial_id}) + "\n" for s, v in rows))
+    resumed = ResumableASHA(experiment=str(tmp_path), **options)
+    resumed.on_trial_add(None, _trial("t00"))
+
+    used = {uninterrupted._brackets.index(uninterrupted._trial_info[t]) for t in reports}
+    assert len(used) >= 2  # the ids spread over the brackets
+    for before, after in zip(uninterrupted._brackets, resumed._brackets):
+        assert [r for _, r in before._rungs] == [r for _, r in after._rungs]
+    assert resumed._brackets.index(resumed._trial_info["t00"]) == \
+        uninterrupted._brackets.index(uninterrupted._trial_info["t00"])
+
+
 def test_a_new_experiment_replays_nothing(tmp_path):
     scheduler = ResumableASHA(experiment=str(tmp_path / "not-yet"), **ASHA)
     scheduler.on_trial_add(None, _trial("a"))

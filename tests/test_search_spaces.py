@@ -219,3 +219,20 @@ def test_metric_and_mode_are_checked_and_kept():
         parse_spec({**raw, "repeats": 0})
     with pytest.raises(ConfigError, match="key 'scheduler.reduction_factor': must be > 1"):
         parse_spec({**raw, "scheduler": {"reduction_factor": 1}})
+
+
+def test_asha_brackets_must_fit_between_grace_period_and_max_t():
+    from ngpt_tune.errors import ConfigError
+    from ngpt_tune.spec import parse_spec
+
+    raw = {"name": "b", "search": {"model.alpha": {"uniform": [0.05, 0.3]}},
+           "base": {"data": {"dir": BUILTIN_DATA}, "train": {"steps": 90}}}
+    scheduler = {"time_attr": "step", "grace_period": 10, "reduction_factor": 3}  # 10, 30, 90
+    assert parse_spec({**raw, "scheduler": {**scheduler, "brackets": 3}}).scheduler.brackets == 3
+    assert parse_spec(raw).scheduler.brackets == 1
+    with pytest.raises(ConfigError, match=re.escape(
+            "key 'scheduler.brackets': 4 brackets, but grace_period 10 to max_t 90 holds 3 "
+            "rung(s): at most 3")):
+        parse_spec({**raw, "scheduler": {**scheduler, "brackets": 4}})
+    with pytest.raises(ConfigError, match="key 'scheduler.brackets': must be >= 1, got 0"):
+        parse_spec({**raw, "scheduler": {"brackets": 0}})
