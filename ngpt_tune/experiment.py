@@ -46,10 +46,13 @@ BEST_CONFIG_FILE = "best_config.yaml"  # the confirmed winner when there is a co
 SEARCH_BEST_CONFIG_FILE = "search_best_config.yaml"  # the search's own best, then
 PLOTS_DIR = "plots"
 
+CONFIRM_DIR = "confirm"  # a confirmation stage's folder inside the experiment it confirms
+
 # ---- keys of a trial's configuration ------------------------------------------------------
 SEED_KEY = "train.seed"
 VARIANT_KEY = "variant"
 TRIAL_INDEX_KEY = "__trial_index__"  # set by Ray's Repeater on repeated Optuna configurations
+CONFIRM_ARM_KEY = "confirm_arm"  # a confirmation trial's arm: a label, not a config key
 
 # ---- the metric a campaign optimises: a key of every report -------------------------------
 Metric = Literal["val_loss", "train_loss"]  # the spec's `metric:`
