@@ -1,6 +1,6 @@
-"""The ladder plot: each fitted parameter's optimum per size with its interval, the log-log fit,
-and the prediction at the target size with its band (from summary.json's ``ladder`` section,
-written by :mod:`ngpt_tune.ladder`)."""
+"""A ladder's own outputs, beside its summary.json's ``ladder`` section: the plot (each fitted
+parameter's optimum per size with its interval, the log-log fit, the prediction at the target
+size with its band) and ``target_spec.yaml``, the target search as a spec to run by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from analysis.io import write_text
 from analysis.plots import _save
+from ngpt_tune.ladder_plan import active_ladder, first_steps, target_mapping, target_ranges
+from ngpt_tune.request import RunRequest, build_spec
+
+LADDER_PLOT, TARGET_SPEC = "ladder.png", "target_spec.yaml"
 
 AXIS_LABELS = {"params": "non-embedding parameters", "width": "width (n_embd)",
                "depth": "depth (n_layer)"}
@@ -53,3 +59,18 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
                ylabel=key, title=f"ladder: optimum of {key} vs size")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def write_ladder_files(folder: Path, record: dict[str, Any], section: dict[str, Any]) -> list[Path]:
+    """``ladder.png`` and ``target_spec.yaml`` in a ladder campaign's ``folder``."""
+    spec = build_spec(RunRequest.from_record(record["request"]), check_data=False)
+    ladder = active_ladder(spec)
+    ranges = target_ranges(spec, ladder, section["fits"])
+    steps = (ladder.steps_for(len(ladder.sizes), first_steps(spec))
+             if ladder.tokens != "equal" else None)
+    raw = yaml.safe_load(record["request"]["spec_yaml"])
+    written = [write_text(folder / TARGET_SPEC,
+                          yaml.safe_dump(target_mapping(raw, ladder, ranges, steps=steps),
+                                         sort_keys=False))]
+    plot = plot_ladder(section, folder / LADDER_PLOT)
+    return [*written, *([plot] if plot else [])]

@@ -10,16 +10,19 @@ best goes to ``search_best_config.yaml``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from analysis.confirm import find_confirmation
 from analysis.html_report import REPORT_FILE, write_report
 from analysis.io import write_json, write_parquet, write_yaml
+from analysis.ladder import write_ladder_files
+from analysis.ladder_fit import fit_folders
 from analysis.load import Experiment, load_experiment
 from analysis.location import upload
 from analysis.plots import write_plots
 from analysis.schema import HISTORY_SCHEMA, to_table
+from analysis.stages import CampaignView, campaign_view, has_trials, stage_sections
 from analysis.summary import summarize
 from ngpt_tune.experiment import (
     BEST_CONFIG_FILE,
@@ -48,11 +51,16 @@ def write_outputs(
     """
     exp = path if isinstance(path, Experiment) else load_experiment(path)
     root = exp.path
+    view = campaign_view(root)
+    if view.here is None and view.is_ladder:
+        return _write_ladder(exp, view, plots=plots)
     if confirmation is None:
-        confirmation = find_confirmation(exp)
-    elif not isinstance(confirmation, Experiment):
+        confirmation = view.confirmation_of(view.here)
+    if confirmation is not None and not isinstance(confirmation, Experiment):
         confirmation = load_experiment(confirmation)
     summary = summarize(exp, confirmation=confirmation)
+    if view.root == root and view.here is not None:
+        summary["stages"] = stage_sections(view, {view.here.name: summary})
     written = [
         write_parquet(root / TRIALS_FILE, to_table(exp.trials, exp.trials_schema)),
         write_parquet(root / HISTORY_FILE, to_table(exp.history, HISTORY_SCHEMA)),
@@ -66,9 +74,39 @@ def write_outputs(
     if plots:
         written += write_plots(exp, summary, root / PLOTS_DIR)
         written.append(write_report(exp, summary, root / REPORT_FILE))
+    return _write_summary(exp, summary, written)
+
+
+def _write_summary(exp: Experiment, summary: dict, written: list[Path]) -> Path:
+    """summary.json, last (a present summary means the rest is there); uploaded with the rest
+    for a remote experiment."""
+    root = exp.path
     summary_path = root / SUMMARY_FILE
     summary["outputs"] = [p.relative_to(root).as_posix() for p in [*written, summary_path]]
     write_json(summary_path, summary)
     if exp.location is not None and exp.location.uri:
         upload(exp.location, [*written, summary_path])
     return summary_path
+
+
+def _write_ladder(exp: Experiment, view: CampaignView, *, plots: bool) -> Path:
+    """A ladder campaign's folder: each size's and the target search's own outputs in their
+    folders, then the campaign's summary.json: the target search's summary (else the largest
+    size's) with the ``ladder`` fit and every stage's section; ``ladder.png`` and
+    ``target_spec.yaml``."""
+    summaries, written = {}, []
+    for stage in view.stages:
+        folder = view.path(stage)
+        if stage.kind in ("ladder_size", "target_search") and has_trials(folder):
+            path = write_outputs(folder, plots=plots)
+            summaries[stage.name] = json.loads(path.read_text())
+            written += [folder / out for out in summaries[stage.name].get("outputs", [])]
+    answer = next((n for n in ("target", *reversed([s.name for s in view.stages]))
+                   if n in summaries), None)
+    summary = dict(summaries[answer]) if answer else {}
+    section = fit_folders(view.root)
+    summary.update(campaign=exp.name, experiment=exp.display_path, answer_stage=answer,
+                   ladder=section, stages=stage_sections(view, summaries))
+    if section is not None:
+        written += write_ladder_files(view.root, view.record, section)
+    return _write_summary(exp, summary, written)

@@ -188,7 +188,8 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     from ray.tune.search.optuna import OptunaSearch
 
     from ngpt_tune import search
-    from ngpt_tune.runner import build_spec, build_tuner
+    from ngpt_tune.request import build_spec
+    from ngpt_tune.runner import build_tuner
 
     log = Log()
     name = f"{method}-{seed}"

@@ -90,8 +90,10 @@ def run_ladder(folder: Path, seed: int, *, steps: int, trials: int, widths, targ
 def direct_optimum(folder: Path, seed: int, *, steps: int, trials: int, target: int) -> dict:
     """A direct search at the target size, its optimum per parameter by the ladder's
     estimator over the trials compared at one budget."""
-    from ngpt_tune.ladder import rung_trials, size_optimum
-    from ngpt_tune.runner import build_spec, build_tuner
+    from analysis.ladder_fit import size_optimum, size_trials
+    from analysis.load import load_experiment
+    from ngpt_tune.request import build_spec
+    from ngpt_tune.runner import build_tuner
 
     name = f"direct-{seed}"
     raw = campaign(name, steps=steps, trials=trials, seed=seed, ladder=None)
@@ -101,7 +103,8 @@ def direct_optimum(folder: Path, seed: int, *, steps: int, trials: int, target: 
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     spec = build_spec(str(path))
-    compared = rung_trials(build_tuner(spec, storage=str(folder), name=name).fit(), spec)
+    build_tuner(spec, storage=str(folder), name=name).fit()
+    compared = size_trials(load_experiment(folder / name), spec.search_keys)
     out = {"compared_at_step": compared["step"], "n_trials": len(compared["trials"])}
     for key in SEARCH:
         est = size_optimum([v[key] for v, _ in compared["trials"]],
@@ -122,7 +125,7 @@ def _fit_point(point: dict, steps: int, target: int) -> float:
 def dense(out: Path, *, n: int, steps: int, target: int, workers: int) -> dict:
     """Every point of an n x n log grid at the target size, trained in full, once (cached);
     its optimum per parameter by the ladder's estimator, and the grid's best point."""
-    from ngpt_tune.ladder import size_optimum
+    from analysis.ladder_fit import size_optimum
 
     problem = {"search": SEARCH, "base": base(steps), "target": size(target), "n": n}
     key = hashlib.sha256(json.dumps(problem, sort_keys=True).encode()).hexdigest()[:12]

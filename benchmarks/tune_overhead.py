@@ -136,7 +136,8 @@ class CpuMeter:
 def tune_wall(steps: int, trials: int, concurrency: int, storage: Path) -> float:
     import yaml
 
-    from ngpt_tune.runner import build_spec, build_tuner
+    from ngpt_tune.request import build_spec
+    from ngpt_tune.runner import build_tuner
 
     spec_path = storage / f"spec_c{concurrency}.yaml"
     spec_path.write_text(yaml.safe_dump({

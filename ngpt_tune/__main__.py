@@ -18,14 +18,16 @@ from typing import Any
 import yaml
 
 from ngpt_tune.errors import ConfigError, NgptTuneError
+from ngpt_tune.request import RunRequest, build_spec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a campaign spec as a Ray Tune experiment."""
-    from ngpt_tune.runner import RunOptions, build_spec, run_campaign
-
     request = run_request(args)
     spec = build_spec(request)
+    from ngpt_tune.campaign import run_campaign  # Ray: imported once the input is valid
+    from ngpt_tune.runner import RunOptions  # Ray
+
     options = RunOptions(storage=args.storage, name=args.name, address=args.address,
                          dashboard=args.dashboard, dashboard_host=args.dashboard_host,
                          verbose=args.verbose)
@@ -35,9 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_request(args: argparse.Namespace):
-    """The :class:`ngpt_tune.runner.RunRequest` of ``run`` / ``validate``'s arguments."""
-    from ngpt_tune.runner import RunRequest
-
+    """The :class:`ngpt_tune.request.RunRequest` of ``run`` / ``validate``'s arguments."""
     return RunRequest.from_file(args.spec, smoke=args.smoke, num_samples=args.num_samples,
                                 overrides=parse_sets(args.set),
                                 loggers=tuple(getattr(args, "logger", None) or ()))
@@ -45,7 +45,8 @@ def run_request(args: argparse.Namespace):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a stopped or killed campaign from its experiment folder."""
-    from ngpt_tune.runner import RunOptions, resume_campaign
+    from ngpt_tune.campaign import resume_campaign  # Ray: imported only where a run starts
+    from ngpt_tune.runner import RunOptions  # Ray
 
     if "://" not in args.experiment and not Path(args.experiment).is_dir():
         raise NgptTuneError(f"{args.experiment}: no such experiment folder")
@@ -56,7 +57,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_confirm(args: argparse.Namespace) -> int:
     """Re-run a finished experiment's best configurations with fresh seeds (the confirmation
     stage): the confirmed ranking, verdicts and winner."""
-    from ngpt_tune.runner import RunOptions, confirm_campaign
+    from ngpt_tune.campaign import confirm_campaign  # Ray: imported only where a run starts
+    from ngpt_tune.runner import RunOptions  # Ray
 
     if "://" not in args.experiment and not Path(args.experiment).is_dir():
         raise NgptTuneError(f"{args.experiment}: no such experiment folder")
@@ -69,8 +71,6 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a spec; print the resolved search space and the trial count. Starts nothing."""
-    from ngpt_tune.runner import build_spec
-
     spec = build_spec(run_request(args))
     base = spec.base_config
     print(f"{spec.name}: {spec.description.split('. ')[0].rstrip('.')}." if spec.description
@@ -110,7 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one configuration without Ray, printing the validation loss as it goes."""
     from ngpt_tune.config import Config
-    from ngpt_tune.train import fit
+    from ngpt_tune.train import fit  # torch: imported only for `train`
 
     config = Config.from_yaml(args.config)
     if args.set:
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Rank the trials of an experiment; write summary.json, Parquet tables and plots."""
-    from analysis import format_ranking, write_outputs
+    from analysis import format_ranking, write_outputs  # pandas and pyarrow: only for `analyze`
 
     summary_path = write_outputs(args.experiment)
     print(format_ranking(summary_path))
@@ -151,7 +151,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_prepare_data(args: argparse.Namespace) -> int:
     """Tokenise .txt / .jsonl / .parquet files into GPT-2 token shards."""
-    from ngpt_tune.prepare import prepare_data
+    from ngpt_tune.prepare import prepare_data  # tokenizer and pyarrow: only for `prepare-data`
 
     summary = prepare_data([Path(p) for p in args.inputs], Path(args.out),
                            val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
@@ -162,7 +162,7 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 def cmd_download_fineweb(args: argparse.Namespace) -> int:
     """Fetch modded-nanogpt's pre-tokenised FineWeb10B shards from the Hugging Face hub."""
-    from ngpt_tune.download import download_fineweb
+    from ngpt_tune.download import download_fineweb  # huggingface_hub: only for the download
 
     paths = download_fineweb(args.shards, Path(args.out))
     print(f"{len(paths)} shards in {Path(args.out).resolve()}")

@@ -1,19 +1,17 @@
-"""The confirmation stage: is the search's winner real?
+"""The confirmation stage's plan: is the search's winner real?
 
 A search keeps the luckiest of many noisy trials, so its best value is optimistic (the prior
 campaign's best gated run scored 6.597 and re-ran at 6.775). After the search, this stage
 re-runs its ``top_k`` configurations (ranked on the mean over seeds) with ``seeds`` fresh seeds
 each (seeds no search trial used, the same for every arm, so that comparisons are paired), at
 their full budget (FIFO: no early stopping), beside an optional baseline arm. It is a second
-Ray Tune experiment, a grid over (arm, seed), in the search's folder::
-
-    EXPERIMENT/campaign.json     "confirmation": {"path": "confirm", "status", the plan}
-    EXPERIMENT/confirm/          the stage's own experiment folder (campaign.json, trial_*/)
+Ray Tune experiment, a grid over (arm, seed), in a folder inside the search's
+(``confirm/``; ``confirm-2/``... for later ones with other settings), recorded as a stage in
+the campaign's ``campaign.json`` with its plan.
 
 ``analysis.confirm`` turns it into ``summary.json``'s ``confirm`` section and
-``best_config.yaml`` (the confirmed winner). The runner calls :func:`run_confirmation` after
-the search, :func:`resume_confirmation` from ``resume``, and :func:`confirm_plan` then one of
-them for ``python -m ngpt_tune confirm``.
+``best_config.yaml`` (the confirmed winner). ``ngpt_tune.stages`` runs it as a stage of kind
+``confirmation``; this module plans it (no Ray until :meth:`ConfirmPlan.tune_parts`).
 """
 
 from __future__ import annotations
@@ -23,27 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.confirm import fresh_seeds, select_candidates
+from analysis.load import load_experiment
 from ngpt_tune.errors import ConfigError, NgptTuneError
-from ngpt_tune.experiment import (
-    SEED_KEY,
-    VARIANT_KEY,
-    campaign_record,
-    read_campaign,
-    write_campaign,
-)
-from ngpt_tune.files import join
-from ngpt_tune.provenance import provenance
+from ngpt_tune.experiment import CONFIRM_ARM_KEY, CONFIRM_DIR, SEED_KEY, VARIANT_KEY
 from ngpt_tune.smoke import smoke_confirm
-from ngpt_tune.spec import (
-    CONFIRM_ARM_KEY,
-    CampaignSpec,
-    ConfirmSpec,
-    SchedulerSpec,
-    confirm_baseline,
-)
-
-CONFIRM_DIR = "confirm"  # the stage's folder in the search's experiment folder
-RECORD_KEY = "confirmation"  # the search's campaign.json entry that links the stage
+from ngpt_tune.spec import CampaignSpec, ConfirmSpec, confirm_baseline
 
 
 @dataclass(frozen=True)
@@ -67,7 +50,7 @@ class ConfirmPlan:
     def tune_parts(self, spec: CampaignSpec) -> dict[str, Any]:
         """Tune's param_space, search_alg, scheduler and num_samples for the stage: a grid over
         (arm, seed) in the variant generator, each arm's values looked up by its label, FIFO."""
-        from ray import tune
+        from ray import tune  # Ray only once the stage starts: `confirm`'s checks come first
         from ray.tune.schedulers import FIFOScheduler
         from ray.tune.search import BasicVariantGenerator
 
@@ -130,9 +113,6 @@ def plan_confirmation(experiment: str, spec: CampaignSpec, settings: ConfirmSpec
                       *, path: str = CONFIRM_DIR) -> ConfirmPlan:
     """The arms and fresh seeds for ``experiment``'s finished search (``analysis.confirm``
     picks the configurations and the seeds)."""
-    from analysis.confirm import fresh_seeds, select_candidates
-    from analysis.load import load_experiment
-
     search = load_experiment(experiment)
     live = search.trials[search.trials["status"].isin(["unfinished", "pending"])]
     if len(live):
@@ -172,80 +152,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# ---- running -----------------------------------------------------------------------------------
-def run_confirmation(experiment: str, spec: CampaignSpec, plan: ConfirmPlan, *,
-                     request: dict[str, Any], command: str) -> Any:
-    """Start the stage of ``plan`` in ``experiment`` (Ray is running); returns Tune's results.
-    ``campaign.json`` links it before the first trial, so that ``resume`` finds it."""
-    from ngpt_tune.runner import build_tuner
-
-    folder = join(experiment, plan.path)
-    stage = dataclasses.replace(spec, name=f"{spec.name}-confirm",
-                                scheduler=SchedulerSpec(name="fifo"))
-    record = campaign_record(stage, request=request, command=command, provenance=provenance())
-    record.update(stage="confirm", search_experiment="..", search_keys=plan.keys,
-                  trial_count=plan.trial_count(), asha_budgets=None, plan=plan.to_record())
-    write_campaign(folder, record)
-    _link(experiment, plan, status="running")
-    print(f"ngpt-tune: confirmation stage: {plan.describe()}, results in {folder}", flush=True)
-    results = build_tuner(spec, storage=experiment, name=plan.path, stage=plan).fit()
-    _link(experiment, plan, status="interrupted" if interrupted(results) else "done")
-    return results
 
 
-def resume_confirmation(experiment: str, spec: CampaignSpec, record: dict[str, Any], *,
-                        command: str) -> Any:
-    """Continue the stage ``campaign.json`` links (Ray is running): restore its Tuner, or start
-    it again where Tune had saved nothing yet."""
-    from ray import tune
-
-    from ngpt_tune.runner import build_tuner
-
-    plan = ConfirmPlan.from_record(record[RECORD_KEY])
-    folder = join(experiment, plan.path)
-    if not tune.Tuner.can_restore(folder):
-        return run_confirmation(experiment, spec, plan, request=record["request"],
-                                command=command)
-    print(f"ngpt-tune: resuming the confirmation stage in {folder}", flush=True)
-    _link(experiment, plan, status="running")
-    results = build_tuner(spec, storage=experiment, name=plan.path, restore=True,
-                          stage=plan).fit()
-    _link(experiment, plan, status="interrupted" if interrupted(results) else "done")
-    return results
-
-
-def confirm_plan(experiment: str, spec: CampaignSpec, record: dict[str, Any],
-                 settings: ConfirmSpec) -> tuple[ConfirmPlan, bool]:
-    """``python -m ngpt_tune confirm``, before Ray starts: the plan, and whether it is the stage
-    already linked (with the same settings: continue it, or leave it as it is when complete).
-    Other settings get a new folder (``confirm-2``...), linked instead once it starts."""
-    linked = record.get(RECORD_KEY)
-    if linked:
-        plan = ConfirmPlan.from_record(linked)
-        if (plan.top_k, len(plan.seeds), plan.baseline) == (
-                settings.top_k, settings.seeds, settings.baseline):
-            return plan, True
-    return plan_confirmation(experiment, spec, settings, path=_free_path(experiment)), False
-
-
-def interrupted(results: Any) -> bool:
-    """Whether a Tune run ended with trials left to run (Ctrl-C, SIGTERM)."""
-    return bool(results) and any(not r.metrics.get("done", True) for r in results)
-
-
-def _link(experiment: str, plan: ConfirmPlan, *, status: str) -> None:
-    record = read_campaign(experiment)
-    record[RECORD_KEY] = {**plan.to_record(), "status": status}
-    write_campaign(experiment, record)
-
-
-def _free_path(experiment: str) -> str:
-    from ngpt_tune.files import list_folders
-
-    taken = set(list_folders(experiment))
-    if CONFIRM_DIR not in taken:
-        return CONFIRM_DIR
+def free_folder(taken: set[str], base: str = CONFIRM_DIR) -> str:
+    """``base``, or ``base-2``, ``base-3``... the first not in ``taken``."""
+    if base not in taken:
+        return base
     n = 2
-    while f"{CONFIRM_DIR}-{n}" in taken:
+    while f"{base}-{n}" in taken:
         n += 1
-    return f"{CONFIRM_DIR}-{n}"
+    return f"{base}-{n}"
+
+
+def same_settings(plan: dict[str, Any], settings: ConfirmSpec) -> bool:
+    """Whether a recorded plan was made with ``settings`` (then ``confirm`` continues it)."""
+    return (plan.get("top_k"), len(plan.get("seeds") or ()), plan.get("baseline")) == (
+        settings.top_k, settings.seeds, settings.baseline)

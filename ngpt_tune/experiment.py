@@ -19,9 +19,11 @@ Nothing here imports Ray or torch.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ngpt_tune.errors import NgptTuneError
@@ -142,6 +144,73 @@ def campaign_record(spec: CampaignSpec, *, request: dict[str, Any], command: str
         "command": command,
         "request": request,
     }
+
+
+# ---- the stage list: where a campaign is ---------------------------------------------------
+STAGES_KEY = "stages"  # campaign.json: the ordered stages, each a :class:`Stage` record
+STATUSES = ("pending", "running", "interrupted", "done")
+KINDS = ("search", "confirmation", "ladder_size", "ladder_fit", "target_search")
+
+
+@dataclass
+class Stage:
+    """One stage of a campaign, as ``campaign.json`` records it: its ``name``, ``kind`` (one of
+    :data:`KINDS`), ``folder`` (relative to the campaign's folder; "." is the campaign's own),
+    ``status`` (:data:`STATUSES`), ``plan`` (what it runs, frozen before its first trial; None
+    until it starts) and ``of`` (the stage it confirms, for a confirmation)."""
+
+    name: str
+    kind: str
+    folder: str
+    status: str = "pending"
+    plan: dict[str, Any] | None = None
+    of: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise NgptTuneError(f"stage {self.name!r}: unknown kind {self.kind!r}")
+        if self.status not in STATUSES:
+            raise NgptTuneError(f"stage {self.name!r}: unknown status {self.status!r}")
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def to_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_stages(record: dict[str, Any]) -> list[Stage]:
+    """The stages of a campaign record. Records written before the stage list existed (a
+    search, maybe linked to its confirmation; a ladder with ``ladder_rungs_done``) are read
+    as the stages they ran."""
+    if STAGES_KEY in record:
+        return [Stage(**entry) for entry in record[STAGES_KEY]]
+    if "ladder_rungs_done" in record:
+        done = set(record["ladder_rungs_done"])
+        sizes = ((record.get("spec") or {}).get("ladder") or {}).get("sizes") or []
+        count = max(len(sizes), max(done, default=-1) + 1)
+        if record.get("smoke"):
+            count = max(count, 3)  # --smoke ran three tiny sizes whatever the spec listed
+        return [*(Stage(f"rung{i}", "ladder_size", f"rung{i}",
+                        "done" if i in done else "pending", {"rung": i}) for i in range(count)),
+                Stage("fit", "ladder_fit", ".", "pending")]
+    linked = record.get("confirmation")
+    if linked:
+        plan = {k: v for k, v in linked.items() if k != "status"}
+        status = "done" if linked.get("status") == "done" else "interrupted"
+        return [Stage("search", "search", ".", "done"),
+                Stage("confirm", "confirmation", linked.get("path", CONFIRM_DIR), status, plan,
+                      of="search")]
+    return [Stage("search", "search", ".", "running")]
+
+
+def write_stages(experiment: str | os.PathLike, stages: list[Stage]) -> None:
+    """Record ``stages`` in ``experiment``'s ``campaign.json`` (the only place that says where
+    a campaign is)."""
+    record = read_campaign(experiment)
+    record[STAGES_KEY] = [s.to_record() for s in stages]
+    write_campaign(experiment, record)
 
 
 def write_campaign(experiment: str | os.PathLike, record: dict[str, Any]) -> None:

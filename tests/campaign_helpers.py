@@ -7,7 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from ngpt_tune.runner import RunOptions, RunRequest, build_spec, run_campaign
+from ngpt_tune.campaign import run_campaign
+from ngpt_tune.request import RunRequest, build_spec
+from ngpt_tune.runner import RunOptions
 
 TINY_BASE = """
 base:

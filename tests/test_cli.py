@@ -183,18 +183,19 @@ class _NoTuner:
 @pytest.fixture
 def no_ray(monkeypatch):
     """``main(["run", ...])`` in this process, with Ray replaced: records what would start."""
-    import ngpt_tune.runner as runner
+    import ngpt_tune.campaign as campaign
+    import ngpt_tune.stages as stages
 
     started = []
-    monkeypatch.setattr(runner, "init_ray", lambda options: started.append("ray"))
-    monkeypatch.setattr(runner, "build_tuner", lambda spec, **kw: _NoTuner())
+    monkeypatch.setattr(campaign, "init_ray", lambda options: started.append("ray"))
+    monkeypatch.setattr(stages, "build_tuner", lambda spec, **kw: _NoTuner())
     return started
 
 
 def test_campaign_json_records_the_argv_main_received(tmp_path, no_ray, capsys):
     from ngpt_tune.__main__ import main
     from ngpt_tune.experiment import read_campaign
-    from ngpt_tune.runner import RunRequest, build_spec
+    from ngpt_tune.request import RunRequest, build_spec
 
     path = spec_file(tmp_path, GOOD)
     argv = ["run", str(path), "--storage", str(tmp_path / "r"), "--name", "e",

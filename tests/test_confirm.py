@@ -22,7 +22,9 @@ from analysis.load import load_experiment
 from ngpt_tune.__main__ import main
 from ngpt_tune.confirm_stage import confirm_settings
 from ngpt_tune.errors import ConfigError
-from ngpt_tune.runner import RunOptions, build_spec, confirm_campaign
+from ngpt_tune.campaign import confirm_campaign
+from ngpt_tune.request import build_spec
+from ngpt_tune.runner import RunOptions
 from ngpt_tune.smoke import smoke_version
 from ngpt_tune.spec import CONFIRM_ARM_KEY, load_spec
 
@@ -127,8 +129,9 @@ def test_a_smoke_campaign_goes_on_to_its_confirmation(ray_session, tmp_path):
     section = _check_section(experiment, arms=3, seeds=2)
     assert [a["role"] for a in section["arms"]].count("baseline") == 1
     record = json.loads((experiment / "campaign.json").read_text())
-    assert record["confirmation"]["path"] == CONFIRM_DIR
-    assert record["confirmation"]["status"] == "done"
+    assert [(s["name"], s["kind"], s["folder"], s["status"]) for s in record["stages"]] == [
+        ("search", "search", ".", "done"), ("confirm", "confirmation", CONFIRM_DIR, "done")]
+    assert record["stages"][1]["plan"]["seeds"] and record["stages"][1]["of"] == "search"
     stage = json.loads((experiment / CONFIRM_DIR / "campaign.json").read_text())
     assert stage["stage"] == "confirm" and stage["trial_count"] == 6
     trials = _confirm_trials(experiment)
@@ -144,7 +147,8 @@ def test_confirm_on_an_experiment_that_had_no_confirmation(smoke_experiment, tmp
         (experiment / name).unlink(missing_ok=True)
     shutil.rmtree(experiment / CONFIRM_DIR, ignore_errors=True)
     record = json.loads((experiment / "campaign.json").read_text())
-    record.pop("confirmation", None)
+    record.pop("confirmation", None)  # a record from before the confirmation stage existed
+    record.pop("stages", None)
     record["request"]["spec_yaml"] = record["request"]["spec_yaml"].split("\nconfirm:")[0]
     (experiment / "campaign.json").write_text(json.dumps(record))
 
@@ -154,8 +158,9 @@ def test_confirm_on_an_experiment_that_had_no_confirmation(smoke_experiment, tmp
     out = capsys.readouterr().out
     assert "confirmed winner:" in out
     assert f"python -m ngpt_tune train {experiment / 'best_config.yaml'}" in out
-    assert json.loads((experiment / "campaign.json").read_text())["confirmation"]["path"] == (
-        CONFIRM_DIR)
+    stages = json.loads((experiment / "campaign.json").read_text())["stages"]
+    assert [(s["kind"], s["folder"], s["status"]) for s in stages][-1] == (
+        "confirmation", CONFIRM_DIR, "done")
 
 
 @pytest.mark.slow
@@ -213,7 +218,7 @@ def test_resume_after_a_kill_in_the_confirmation_stage(tmp_path):
 @pytest.mark.parametrize("flags, key", [(["--top", "0"], "--top"), (["--seeds", "1"], "--seeds"),
                                         (["--baseline", "nope"], "--baseline")])
 def test_bad_confirm_flags_are_rejected_before_ray_starts(tmp_path, capsys, flags, key):
-    from ngpt_tune.runner import RunRequest
+    from ngpt_tune.request import RunRequest
 
     experiment = tmp_path / "exp"
     experiment.mkdir()

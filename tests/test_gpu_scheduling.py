@@ -38,7 +38,9 @@ base:
 # one Ray instance with 2 GPUs declared and 4 logical CPUs (4 trials at once), both campaigns
 DRIVER = """
 import sys, ray
-from ngpt_tune.runner import RunOptions, RunRequest, build_spec, run_campaign
+from ngpt_tune.campaign import run_campaign
+from ngpt_tune.request import RunRequest, build_spec
+from ngpt_tune.runner import RunOptions
 ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
 for name in sys.argv[2:]:
     request = RunRequest.from_file(f"{sys.argv[1]}/{name}.yaml")

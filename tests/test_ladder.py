@@ -1,5 +1,6 @@
-"""Ladder campaigns (ngpt_tune/ladder.py): the `ladder:` section, the per-size optimum, the
-log-log trend with its bootstrap CI, the generated target spec and the outputs."""
+"""Ladder campaigns: the `ladder:` section (ngpt_tune/ladder.py), what runs at each size and at
+the target (ngpt_tune/ladder_plan.py), the outputs, and a smoke ladder end to end (its sizes, the
+fit, the target search and its confirmation, in one command)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ import pytest
 import yaml
 
 from ngpt_tune.errors import ConfigError
-from ngpt_tune.ladder import (
-    fit_ladder,
-    fit_trend,
-    load_ladder,
-    parse_ladder,
-    rung_spec,
-    size_optimum,
-    smoke_ladder,
-    target_spec,
-    write_outputs,
-)
+from analysis.ladder import plot_ladder
+from analysis.ladder_fit import fit_ladder
+from ngpt_tune.ladder import load_ladder, parse_ladder, smoke_ladder
+from ngpt_tune.ladder_plan import size_spec, target_mapping, target_ranges, target_search
 from ngpt_tune.space import Param
 from ngpt_tune.spec import parse_spec
 
@@ -51,60 +45,6 @@ def _synthetic(ladder, exponents, *, n=24, noise=0.01, seed=1):
             rung.append((values, metric + rng.normal(0, noise)))
         trials.append(rung)
     return trials
-
-
-def test_trend_recovers_a_known_exponent_within_its_ci():
-    ladder = parse_ladder({"sizes": SIZES, "target": TARGET})
-    truth = {"optim.lr": (0.01, -0.35), "model.alpha": (0.2, -0.15)}
-    params = [Param("optim.lr", "loguniform", (1e-4, 1.0)),
-              Param("model.alpha", "loguniform", (0.01, 1.0))]
-    # 40 trials per rung, two parameters; over 20 seeds the 90% CI held the true exponent in
-    # 18-20 of them (calibrated, not conservative): this seed is one of them
-    section = fit_ladder(ladder, _synthetic(ladder, truth, n=40), params)
-    target = ladder.size_of(ladder.target)
-    for key, (scale, exponent) in truth.items():
-        fit = section["fits"][key]
-        low, high = fit["exponent_ci"]
-        assert low <= exponent <= high, (key, fit)
-        assert abs(fit["exponent"] - exponent) < 0.05
-        truth_at_target = scale * (target / 1e5) ** exponent
-        assert fit["prediction_ci"][0] <= truth_at_target <= fit["prediction_ci"][1]
-    assert all(r["optima"]["optim.lr"]["method"] == "quadratic" for r in section["rungs"])
-
-
-def test_fit_trend_exact_power_law():
-    sizes = np.array([1e4, 4e4, 1.6e5])
-    optima = 0.5 * sizes**-0.5
-    draws = [np.full(200, o) for o in optima]
-    fit = fit_trend(sizes, optima, draws, 6.4e5)
-    assert fit["exponent"] == pytest.approx(-0.5)
-    assert fit["prediction"] == pytest.approx(0.5 * 6.4e5**-0.5)
-
-
-def test_size_optimum_on_noisy_quadratic():
-    rng = np.random.default_rng(0)
-    x = np.exp(rng.uniform(np.log(1e-4), np.log(1e-1), 40))
-    y = 2.0 + 0.3 * (np.log(x) - np.log(3e-3)) ** 2 + rng.normal(0, 0.05, 40)
-    est = size_optimum(x, y, bootstrap=500, seed=0)
-    assert est["method"] == "quadratic"
-    assert est["low"] <= 3e-3 <= est["high"]
-    assert 1.5e-3 < est["value"] < 6e-3
-    assert est["n_fit"] == 20  # the better half
-
-
-def test_size_optimum_mode_max():
-    x = np.geomspace(0.01, 1.0, 15)
-    y = -((np.log(x) - np.log(0.1)) ** 2)  # accuracy-like: higher is better
-    est = size_optimum(x, y, mode="max", bootstrap=200, near_best=1.0)
-    assert est["value"] == pytest.approx(0.1, rel=1e-6)
-
-
-def test_size_optimum_falls_back_when_not_convex():
-    x = np.geomspace(1e-3, 1e-1, 12)
-    y = -np.log(x)  # monotone: the best trial sits at the edge, no interior minimum
-    est = size_optimum(x, y, bootstrap=200, near_best=1.0)
-    assert est["method"].startswith("fallback")
-    assert est["value"] == pytest.approx(np.exp(np.mean(np.log(x[-3:]))))
 
 
 @pytest.mark.parametrize("section, key", [
@@ -142,7 +82,7 @@ def test_bad_ladder_in_a_file_names_the_file(tmp_path):
 def test_rung_spec_forces_size_tokens_and_seed():
     spec = parse_spec(RAW)
     ladder = parse_ladder({"sizes": SIZES, "target": TARGET, "tokens": "proportional"})
-    rung = rung_spec(spec, ladder, 1)
+    rung = size_spec(spec, ladder, 1)
     config = rung.resolve({"optim.lr": 1e-3, "model.alpha": 0.1})
     assert (config.model.n_layer, config.model.n_embd) == (2, 64)
     assert config.train.steps == 400  # 4x the first rung's non-embedding parameters
@@ -164,34 +104,43 @@ def test_outputs_summary_plot_and_runnable_target_spec(tmp_path):
               Param("model.alpha", "loguniform", (0.01, 1.0))]
     section = fit_ladder(ladder, _synthetic(ladder, {"optim.lr": (0.01, -0.35),
                                                      "model.alpha": (0.5, 0.4)}), params)
-    generated = target_spec(RAW, ladder, section)
+    ranges = target_ranges(parse_spec(RAW), ladder, section["fits"])
+    generated = target_mapping(RAW, ladder, ranges)
     spec = parse_spec(generated)  # runs directly
+    in_campaign = target_search(parse_spec(RAW), ladder, ranges)  # the same search, as a stage
+    assert [(p.key, p.args) for p in in_campaign.params] == [(p.key, p.args) for p in spec.params]
+    assert in_campaign.resolve({}).model.n_embd == 192 and in_campaign.confirm.top_k == 3
     assert spec.base_config.model.n_embd == 192 and spec.confirm.top_k == 3
     lo, hi = section["fits"]["optim.lr"]["prediction_ci"]
     lr = next(p for p in spec.params if p.key == "optim.lr")
     assert lr.args[0] < lo < hi < lr.args[1] < 1.0
     alpha = next(p for p in spec.params if p.key == "model.alpha")
     assert alpha.args[1] <= 1.0  # kept in alpha's valid range
-    paths = write_outputs(tmp_path, section, generated)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["ladder"]["fits"]["optim.lr"]["exponent"] == pytest.approx(
-        section["fits"]["optim.lr"]["exponent"])
-    assert paths["plot"].stat().st_size > 1000
-    assert parse_spec(yaml.safe_load(paths["spec"].read_text())).name == "lad-target"
+    assert plot_ladder(section, tmp_path / "ladder.png").stat().st_size > 1000
+    assert parse_spec(yaml.safe_load(yaml.safe_dump(generated))).name == "lad-target"
 
 
 @pytest.mark.slow
 def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
-    """`run search_spaces/ladder.yaml --smoke`: three tiny rungs, the fit, the outputs; then
-    `resume` of the finished ladder refits from the saved rungs without training again."""
+    """`run search_spaces/ladder.yaml --smoke`: three tiny sizes, the fit, the target search
+    around the prediction and its confirmation, in one command and one folder; `analyze` keeps
+    the ladder section; `resume` of the finished ladder trains nothing again."""
     from campaign_helpers import run, trial_dirs
 
-    from ngpt_tune.runner import RunOptions, resume_campaign
+    from analysis import write_outputs
+    from ngpt_tune.campaign import resume_campaign
+    from ngpt_tune.runner import RunOptions
 
     experiment = run(ROOT / "search_spaces" / "ladder.yaml", tmp_path, "ladder", smoke=True)
+    stages = json.loads((experiment / "campaign.json").read_text())["stages"]
+    assert [(s["name"], s["kind"], s["status"]) for s in stages] == [
+        ("rung0", "ladder_size", "done"), ("rung1", "ladder_size", "done"),
+        ("rung2", "ladder_size", "done"), ("fit", "ladder_fit", "done"),
+        ("target", "target_search", "done"), ("target-confirm", "confirmation", "done")]
     rungs = [experiment / f"rung{i}" for i in range(3)]
     assert all(1 <= len(trial_dirs(r)) <= 4 and (r / "summary.json").exists() for r in rungs)
-    section = json.loads((experiment / "summary.json").read_text())["ladder"]
+    summary = json.loads((experiment / "summary.json").read_text())
+    section = summary["ladder"]
     assert [r["overrides"]["model.n_embd"] for r in section["rungs"]] == [16, 24, 32]
     for key in ("model.alpha", "optim.lr"):
         fit = section["fits"][key]
@@ -203,7 +152,24 @@ def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
     assert (experiment / "ladder.png").stat().st_size > 1000
     generated = parse_spec(yaml.safe_load((experiment / "target_spec.yaml").read_text()))
     assert generated.base["model"]["n_embd"] == 48 and generated.confirm.seeds == 3
-    before = {p: p.stat().st_mtime for r in rungs for p in r.glob("*/result.json")}
+    # the target search ran at the target size inside the predicted ranges, then was confirmed
+    target = experiment / "target"
+    plan = stages[4]["plan"]["ranges"]
+    for trial in trial_dirs(target):
+        config = json.loads((trial / "provenance.json").read_text())["config"]
+        assert config["model"]["n_embd"] == 48
+        low, high = plan["optim.lr"]["loguniform"]
+        assert low <= config["optim"]["lr"] <= high
+    assert summary["answer_stage"] == "target" and summary["confirm"]["winner"]
+    assert len(trial_dirs(target / "confirm")) == 4  # top 2 x 2 fresh seeds
+    assert [s["name"] for s in summary["stages"]] == [s["name"] for s in stages]
+    assert all(s["ranking"] for s in summary["stages"] if s["kind"] == "ladder_size")
+    # `analyze` on the ladder's folder keeps its ladder section and every stage's ranking
+    write_outputs(experiment)
+    again = json.loads((experiment / "summary.json").read_text())
+    assert again["ladder"]["fits"].keys() == section["fits"].keys()
+    assert again["counts"]["total"] == summary["counts"]["total"] > 0
+    before = {p: p.stat().st_mtime for p in experiment.glob("**/result.json")}
     resume_campaign(str(experiment), RunOptions())
-    assert {p: p.stat().st_mtime for r in rungs for p in r.glob("*/result.json")} == before
+    assert {p: p.stat().st_mtime for p in experiment.glob("**/result.json")} == before
     assert json.loads((experiment / "summary.json").read_text())["ladder"]["fits"]

@@ -102,7 +102,7 @@ def test_missing_extra_stops_validate_and_run_before_anything_starts(monkeypatch
 
 
 def test_logger_option_is_recorded_for_resume(tmp_path):
-    from ngpt_tune.runner import RunRequest, build_spec
+    from ngpt_tune.request import RunRequest, build_spec
 
     spec = write_spec(tmp_path, TRACKED.replace("[tensorboard, mlflow, wandb]", "[tensorboard]"))
     request = RunRequest.from_file(spec, loggers=("wandb",))

@@ -19,7 +19,7 @@ import pytest
 from campaign_helpers import results, run, trial_dirs, write_spec
 from optuna.trial import TrialState
 
-from ngpt_tune.runner import build_spec
+from ngpt_tune.request import build_spec
 from ngpt_tune.search import (
     JOURNAL_FILE,
     PruneAwareOptunaSearch,

@@ -14,7 +14,7 @@ import pytest
 
 from ngpt_tune.config import BUILTIN_DATA, Config, flatten_dotted
 from ngpt_tune.data import write_shard
-from ngpt_tune.runner import build_spec
+from ngpt_tune.request import build_spec
 from ngpt_tune.smoke import SMOKE_MAX_TRIALS, SMOKE_MODEL
 from ngpt_tune.spec import VARIANT_KEY, CampaignSpec
 

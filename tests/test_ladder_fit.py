@@ -1,0 +1,94 @@
+"""analysis/ladder_fit.py: the per-size optimum, the log-log trend with its bootstrap CI, and
+the fit over a ladder's size folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.ladder_fit import fit_ladder, fit_trend, size_optimum
+from ngpt_tune.ladder import parse_ladder
+from ngpt_tune.space import Param
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = [{"n_layer": 2, "n_embd": 32, "n_head": 2}, {"n_layer": 2, "n_embd": 64, "n_head": 2},
+         {"n_layer": 4, "n_embd": 96, "n_head": 2}]
+TARGET = {"n_layer": 6, "n_embd": 192, "n_head": 3}
+RAW = {"name": "lad", "base": {"model": {"block_size": 32}, "train": {"steps": 100}},
+       "search": {"optim.lr": {"loguniform": [1.0e-4, 1.0]},
+                  "model.alpha": {"loguniform": [0.01, 1.0]}}}
+
+
+def _synthetic(ladder, exponents, *, n=24, noise=0.01, seed=1):
+    """Trials whose metric is a parabola in log(value) around C * size**exponent, plus noise."""
+    rng = np.random.default_rng(seed)
+    trials = []
+    for size in ladder.sizes:
+        n_params = ladder.size_of(size)
+        rung = []
+        for _ in range(n):
+            values, metric = {}, 3.0
+            for key, (scale, exponent) in exponents.items():
+                opt = scale * (n_params / 1e5) ** exponent
+                x = float(np.exp(rng.uniform(np.log(opt) - 1.5, np.log(opt) + 1.5)))
+                values[key] = x
+                metric += 0.2 * (np.log(x) - np.log(opt)) ** 2
+            rung.append((values, metric + rng.normal(0, noise)))
+        trials.append(rung)
+    return trials
+
+
+def test_trend_recovers_a_known_exponent_within_its_ci():
+    ladder = parse_ladder({"sizes": SIZES, "target": TARGET})
+    truth = {"optim.lr": (0.01, -0.35), "model.alpha": (0.2, -0.15)}
+    params = [Param("optim.lr", "loguniform", (1e-4, 1.0)),
+              Param("model.alpha", "loguniform", (0.01, 1.0))]
+    # 40 trials per rung, two parameters; over 20 seeds the 90% CI held the true exponent in
+    # 18-20 of them (calibrated, not conservative): this seed is one of them
+    section = fit_ladder(ladder, _synthetic(ladder, truth, n=40), params)
+    target = ladder.size_of(ladder.target)
+    for key, (scale, exponent) in truth.items():
+        fit = section["fits"][key]
+        low, high = fit["exponent_ci"]
+        assert low <= exponent <= high, (key, fit)
+        assert abs(fit["exponent"] - exponent) < 0.05
+        truth_at_target = scale * (target / 1e5) ** exponent
+        assert fit["prediction_ci"][0] <= truth_at_target <= fit["prediction_ci"][1]
+    assert all(r["optima"]["optim.lr"]["method"] == "quadratic" for r in section["rungs"])
+
+
+def test_fit_trend_exact_power_law():
+    sizes = np.array([1e4, 4e4, 1.6e5])
+    optima = 0.5 * sizes**-0.5
+    draws = [np.full(200, o) for o in optima]
+    fit = fit_trend(sizes, optima, draws, 6.4e5)
+    assert fit["exponent"] == pytest.approx(-0.5)
+    assert fit["prediction"] == pytest.approx(0.5 * 6.4e5**-0.5)
+
+
+def test_size_optimum_on_noisy_quadratic():
+    rng = np.random.default_rng(0)
+    x = np.exp(rng.uniform(np.log(1e-4), np.log(1e-1), 40))
+    y = 2.0 + 0.3 * (np.log(x) - np.log(3e-3)) ** 2 + rng.normal(0, 0.05, 40)
+    est = size_optimum(x, y, bootstrap=500, seed=0)
+    assert est["method"] == "quadratic"
+    assert est["low"] <= 3e-3 <= est["high"]
+    assert 1.5e-3 < est["value"] < 6e-3
+    assert est["n_fit"] == 20  # the better half
+
+
+def test_size_optimum_mode_max():
+    x = np.geomspace(0.01, 1.0, 15)
+    y = -((np.log(x) - np.log(0.1)) ** 2)  # accuracy-like: higher is better
+    est = size_optimum(x, y, mode="max", bootstrap=200, near_best=1.0)
+    assert est["value"] == pytest.approx(0.1, rel=1e-6)
+
+
+def test_size_optimum_falls_back_when_not_convex():
+    x = np.geomspace(1e-3, 1e-1, 12)
+    y = -np.log(x)  # monotone: the best trial sits at the edge, no interior minimum
+    est = size_optimum(x, y, bootstrap=200, near_best=1.0)
+    assert est["method"].startswith("fallback")
+    assert est["value"] == pytest.approx(np.exp(np.mean(np.log(x[-3:]))))
