@@ -213,7 +213,7 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
     ``tune_parts(spec)`` gives the param_space, search_alg, scheduler and num_samples."""
     from ray import tune
 
-    from ngpt_tune.loggers import build_callbacks
+    from ngpt_tune.logger_callbacks import build_callbacks
     from ngpt_tune.progress import progress_reporter
     from ngpt_tune.search import SCHEDULERS, SEARCHERS, param_space, tune_num_samples
     from trainables.ngpt import train_ngpt
