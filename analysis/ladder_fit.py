@@ -29,9 +29,9 @@ import numpy as np
 from analysis.load import Experiment, load_experiment
 from ngpt_tune.experiment import read_campaign, read_stages
 from ngpt_tune.files import join
-from ngpt_tune.ladder import LadderSpec
 from ngpt_tune.ladder_plan import active_ladder
 from ngpt_tune.request import RunRequest, build_spec
+from ngpt_tune.spec_sections import LadderSpec
 
 CONTINUOUS = ("uniform", "loguniform", "quniform")  # searched parameters with an optimum to fit
 FALLBACK_TOP = 3  # the fallback estimate: geometric mean of the best 3 trials

@@ -47,16 +47,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ngpt_tune.config import nest_dotted
+from ngpt_tune.presets import preset
 from ngpt_tune.provenance import git_commit
 
 ALPHA = (0.02, 1.0)  # loguniform
 LR = (1e-3, 0.2)  # loguniform
 SCHEDULES = ["cosine", "constant"]
-BASE = {
-    "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
-    "data": {"dir": "builtin", "batch_size": 4, "val_tokens": 512},
-    "train": {"device": "cpu", "threads": 1},
-}
+BASE = nest_dotted(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
+                                   "train.threads": 1}))
 STARTUP = 6  # TPE's random start-up trials, the same for every TPE method
 RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random")
 

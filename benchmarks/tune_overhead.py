@@ -37,11 +37,11 @@ from pathlib import Path
 
 import psutil
 
-BASE = {
-    "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
-    "data": {"dir": "builtin", "batch_size": 4, "val_tokens": 512},
-    "train": {"device": "cpu", "threads": 1},
-}
+from ngpt_tune.config import nest_dotted
+from ngpt_tune.presets import preset
+
+BASE = nest_dotted(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
+                                   "train.threads": 1}))
 
 
 def config_dict(steps: int, seed: int) -> dict:

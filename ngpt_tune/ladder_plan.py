@@ -16,10 +16,10 @@ from typing import Any
 
 from ngpt_tune.config import TrainConfig, nest_dotted, set_dotted
 from ngpt_tune.errors import ConfigError
-from ngpt_tune.ladder import LadderSpec, smoke_ladder
 from ngpt_tune.smoke import smoke_confirm
 from ngpt_tune.space import parse_search
 from ngpt_tune.spec import CampaignSpec, ConfirmSpec, parse_spec
+from ngpt_tune.spec_sections import LadderSpec, smoke_ladder
 
 TARGET_CONFIRM = ConfirmSpec(top_k=3, seeds=3)  # the target search's confirmation stage
 

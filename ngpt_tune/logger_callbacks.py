@@ -1,8 +1,17 @@
-"""Ray Tune's own tracker callbacks, set up for ngpt-tune's experiment folders.
+"""Experiment trackers: the spec's ``loggers:`` section (:class:`ngpt_tune.spec_sections.
+LoggersSpec`, also ``run --logger NAME``) as Ray Tune's own logger callbacks, set up for
+ngpt-tune's experiment folders, for ``tune.RunConfig(callbacks=...)``:
 
-Imported only when a campaign asks for a tracker (:func:`ngpt_tune.loggers.build_callbacks`):
-it imports Ray, and the tracker's package when one of its callbacks is built. One function per
-name in :data:`ngpt_tune.loggers.LOGGERS`.
+- ``tensorboard``: Tune's TensorBoardX logger (event files in every trial folder; Tune writes
+  them by default too). View with ``tensorboard --logdir EXPERIMENT``.
+- ``mlflow``: Ray's ``MLflowLoggerCallback``; one MLflow run per trial, in the experiment
+  named after the campaign, in ``sqlite:///EXPERIMENT/mlflow.db`` unless ``tracking_uri``.
+- ``wandb``: Ray's ``WandbLoggerCallback``; project named after the campaign; offline runs in
+  ``EXPERIMENT/wandb/`` when no W&B API key is configured (``wandb sync`` uploads them).
+
+This module imports Ray (the runner imports it when it builds a Tuner), and a tracker's package
+when one of its callbacks is built. One function per name in
+:data:`ngpt_tune.spec_sections.LOGGERS`.
 """
 
 from __future__ import annotations
@@ -18,13 +27,27 @@ from ray.tune.logger import TBXLoggerCallback
 from ngpt_tune.config import flatten_dotted
 from ngpt_tune.errors import ConfigError
 from ngpt_tune.files import is_remote
-from ngpt_tune.loggers import (
+from ngpt_tune.spec_sections import (
     MLFLOW_ARTIFACTS,
     MLFLOW_DB,
+    LoggersSpec,
     MLflowLogger,
     TensorboardLogger,
     WandbLogger,
 )
+
+
+def build_callbacks(loggers: LoggersSpec, *, campaign: str, experiment: str,
+                    spec: Any = None) -> list[Any]:
+    """Ray Tune callbacks for ``loggers``, for ``tune.RunConfig(callbacks=...)``.
+
+    ``campaign`` names the MLflow experiment and the W&B project; ``experiment`` is the
+    experiment folder (the default MLflow store and W&B offline runs go inside it); ``spec``
+    (a CampaignSpec) adds every key of each trial's resolved config to its logged params.
+    """
+    return [_CALLBACKS[name](getattr(loggers, name), campaign=campaign, experiment=experiment,
+                             spec=spec)
+            for name in loggers.names]
 
 
 def tensorboard(settings: TensorboardLogger, *, campaign: str, experiment: str,
@@ -65,6 +88,9 @@ def wandb(settings: WandbLogger, *, campaign: str, experiment: str,
         kwargs["entity"] = settings.entity
     return _WandbCallback(project=settings.project or campaign, group=settings.group,
                           spec=spec, **kwargs)
+
+
+_CALLBACKS = {"tensorboard": tensorboard, "mlflow": mlflow, "wandb": wandb}  # LOGGERS' names
 
 
 def trial_params(spec: Any, values: dict[str, Any]) -> dict[str, Any]:

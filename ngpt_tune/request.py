@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ngpt_tune.asha import scheduler_record
 from ngpt_tune.errors import ConfigError
 from ngpt_tune.experiment import SEED_KEY
 from ngpt_tune.smoke import smoke_version
@@ -88,7 +87,6 @@ def campaign_record(spec: CampaignSpec, *, request: dict[str, Any] | None, comma
     the campaign's own folder), the spec as run, and what the analysis needs (metric, mode,
     searched keys, budgets, ASHA's settings and rungs, provenance)."""
     asha = spec.scheduler.name == "asha"
-    grace, max_t = spec.asha_budgets() if asha else (None, None)
     record = {
         "name": spec.name,
         "description": spec.description,
@@ -101,11 +99,8 @@ def campaign_record(spec: CampaignSpec, *, request: dict[str, Any] | None, comma
         "compare": None if spec.compare is None else {"by": spec.compare.by,
                                                       "baseline": spec.compare.baseline},
         "time_attr": spec.scheduler.time_attr,
-        "asha_budgets": [grace, max_t] if asha else None,
-        "scheduler": scheduler_record(spec.scheduler.name, time_attr=spec.scheduler.time_attr,
-                                      grace=grace, max_t=max_t,
-                                      reduction_factor=spec.scheduler.reduction_factor,
-                                      brackets=spec.scheduler.brackets),
+        "asha_budgets": list(spec.asha_budgets()) if asha else None,
+        "scheduler": spec.scheduler_record(),  # ASHA's settings and rungs, 'auto' resolved
         "max_steps": spec.max_steps(),
         "trial_count": spec.trial_count(),
         "smoke": spec.smoke,

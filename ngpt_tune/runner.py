@@ -21,7 +21,7 @@ from ray import tune
 from ngpt_tune.errors import ConfigError, NgptTuneError
 from ngpt_tune.experiment import trial_dirname
 from ngpt_tune.files import is_remote, join, local_path
-from ngpt_tune.loggers import build_callbacks
+from ngpt_tune.logger_callbacks import build_callbacks
 from ngpt_tune.progress import configure_output, progress_reporter
 from ngpt_tune.progress import ray_init_kwargs as output_kwargs
 from ngpt_tune.search import SCHEDULERS, SEARCHERS, param_space, tune_num_samples

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ngpt_tune.config import BUILTIN_DATA
+from ngpt_tune.presets import preset
 from ngpt_tune.spec import CampaignSpec, ConfirmSpec
 
 SMOKE_MAX_TRIALS = 4
 SMOKE_CONFIRM_TOP_K, SMOKE_CONFIRM_SEEDS = 2, 2  # the confirmation stage: top 2 x 2 seeds
-SMOKE_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32}
-SMOKE_RUN = {  # forced on every trial, after base, variant and searched values
-    "data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.val_tokens": 1024,
-    "train.steps": 24, "train.eval_every": 6, "train.device": "cpu", "train.compile": "off",
-    **{f"model.{k}": v for k, v in SMOKE_MODEL.items()},
-}
+SMOKE_RUN = preset("smoke")  # forced on every trial, after base, variant and searched values
+SMOKE_MODEL = {k.removeprefix("model."): v for k, v in SMOKE_RUN.items() if k.startswith("model.")}
 
 
 def smoke_confirm(confirm: ConfirmSpec | None) -> ConfirmSpec | None:

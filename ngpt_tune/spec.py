@@ -2,17 +2,14 @@
 
 A spec names the campaign, a fixed ``base`` configuration (the typed :class:`Config`), named
 ``variants`` (sets of overrides picked by the ``variant`` parameter), the ``search`` space (per
-dotted config key a distribution by name, optionally conditional with ``when``), and how to
-search (``searcher``, ``scheduler``, ``num_samples``, ``repeats``, ``resources``...). The
-``search:`` grammar (distributions, ``when:``) is in :mod:`ngpt_tune.space`.
+dotted config key a distribution by name, optionally conditional with ``when``: the grammar is in
+:mod:`ngpt_tune.space`), and how to search (``searcher``, ``scheduler``, ``num_samples``...).
 
-Each top-level key is a field of :class:`CampaignSpec`, its default written once there. A
-section (``searcher:``, ``scheduler:``...) is a frozen dataclass validated in its
-``__post_init__``; to add one, write the dataclass and add one field to :class:`CampaignSpec`
-(:func:`parse_spec` builds every dataclass-typed field with ``build_section``). One merge rule,
-:meth:`CampaignSpec.trial_dict` (base <- variant <- searched values <- forced overrides), gives a
-trial's config, the value a ``when:`` condition sees, and the budgets. ``--smoke`` shrinking is
-in :mod:`ngpt_tune.smoke`.
+Each top-level key is a field of :class:`CampaignSpec`, its default written once there; each
+section (``searcher:``, ``scheduler:``, ``loggers:``, ``ladder:``...) is a frozen dataclass in
+:mod:`ngpt_tune.spec_sections` that checks itself. One merge rule, :meth:`CampaignSpec.trial_dict`
+(base <- variant <- searched values <- forced overrides), gives a trial's config, the value a
+``when:`` condition sees, and the budgets. ``--smoke`` shrinking is in :mod:`ngpt_tune.smoke`.
 
 Nothing here imports Ray: a bad spec never starts a cluster.
 """
@@ -21,21 +18,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import os
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
+from ngpt_tune import asha
 from ngpt_tune.config import (
     BUILTIN_DATA,
     Config,
     TrainConfig,
     _coerce,
-    build_section,
     flatten_dotted,
     get_dotted,
     load_yaml,
@@ -44,6 +40,7 @@ from ngpt_tune.config import (
 )
 from ngpt_tune.errors import ConfigError, DataError, unknown_key_message
 from ngpt_tune.experiment import (
+    CONFIRM_ARM_KEY,
     DEFAULT_METRIC,
     DEFAULT_MODE,
     SEED_KEY,
@@ -52,106 +49,27 @@ from ngpt_tune.experiment import (
     Metric,
     Mode,
 )
-from ngpt_tune.loggers import LoggersSpec, parse_loggers
 from ngpt_tune.space import DISTRIBUTIONS, Param, parse_search
+from ngpt_tune.spec_checks import check_configs, check_spec, confirm_baseline, without_data
+from ngpt_tune.spec_sections import (
+    CheckpointSpec,
+    CompareSpec,
+    ConfirmSpec,
+    LadderSpec,
+    LoggersSpec,
+    ResourceSpec,
+    SchedulerSpec,
+    SearcherSpec,
+    parse_compare,
+    parse_confirm,
+    parse_ladder,
+    parse_section,
+)
 
 __all__ = ["CONFIRM_ARM_KEY", "DISTRIBUTIONS", "SEED_KEY", "TRIAL_INDEX_KEY", "VARIANT_KEY",
            "CampaignSpec", "CheckpointSpec", "CompareSpec", "ConfirmSpec", "Param", "ResourceSpec",
-           "SchedulerSpec", "SearcherSpec", "load_spec", "parse_spec", "parse_spec_text"]
-
-
-# ---- sections: one frozen dataclass each, validated in __post_init__ -------------------------
-@dataclass(frozen=True)
-class SearcherSpec:
-    name: Literal["optuna", "random", "grid"] = "optuna"
-    seed: int = 0
-    n_startup_trials: int = 0  # Optuna TPE random start-up trials; 0: Optuna's default
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    name: Literal["asha", "fifo"] = "asha"
-    time_attr: Literal["tokens_seen", "step"] = "tokens_seen"
-    grace_period: Union[Literal["auto"], float] = "auto"  # auto: max_t / reduction_factor**2
-    reduction_factor: float = 2.0  # 2 beat 3 in benchmarks/search_efficiency.py (RESULTS.md §3)
-    max_t: Union[Literal["auto"], float] = "auto"  # auto: the longest trial's budget
-    brackets: int = 1  # ASHA brackets: bracket s starts stopping at grace * rf**s (Hyperband)
-
-    def __post_init__(self) -> None:
-        if self.reduction_factor <= 1:
-            raise ConfigError("must be > 1", key="reduction_factor")
-        if self.brackets < 1:
-            raise ConfigError(f"must be >= 1, got {self.brackets}", key="brackets")
-        for name in ("grace_period", "max_t"):
-            value = getattr(self, name)
-            if value != "auto" and value <= 0:
-                raise ConfigError(f"must be 'auto' or > 0, got {value}", key=name)
-
-
-@dataclass(frozen=True)
-class ResourceSpec:
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: Union[Literal["auto"], float] = "auto"  # auto: 1 when the cluster has GPUs
-
-    def __post_init__(self) -> None:
-        if self.cpus_per_trial <= 0:
-            raise ConfigError("must be > 0", key="cpus_per_trial")
-        if self.gpus_per_trial != "auto" and self.gpus_per_trial < 0:
-            raise ConfigError("must be 'auto' or >= 0", key="gpus_per_trial")
-        if self.gpus_per_trial != "auto" and self.gpus_per_trial > 1 \
-                and self.gpus_per_trial != int(self.gpus_per_trial):  # Ray's rule
-            raise ConfigError(f"a share of a GPU is <= 1; above 1, a whole number, got "
-                              f"{self.gpus_per_trial}", key="gpus_per_trial")
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    every: int = 0  # steps between checkpoints; 0: at every evaluation
-    keep: int = 2  # per trial: the best by the metric and the latest
-
-    def __post_init__(self) -> None:
-        if self.every < 0:
-            raise ConfigError("must be >= 0", key="every")
-        if self.keep < 1:
-            raise ConfigError("must be >= 1", key="keep")
-
-
-@dataclass(frozen=True)
-class CompareSpec:
-    """Arms of the campaign (values of ``by``) compared with the ``baseline`` arm."""
-
-    by: str = VARIANT_KEY
-    baseline: Any = None
-
-
-CONFIRM_ARM_KEY = "confirm_arm"  # a confirmation trial's arm: a label, not a config key
-
-
-@dataclass(frozen=True)
-class ConfirmSpec:
-    """The confirmation stage (:mod:`ngpt_tune.confirm_stage`): after the search, its ``top_k``
-    configurations (ranked on the mean over seeds) re-run with ``seeds`` fresh seeds each, at
-    their full budget, beside an optional ``baseline`` arm (``{variant: NAME}`` and/or config
-    overrides by dotted key)."""
-
-    top_k: int = 3
-    seeds: int = 3
-    baseline: Any = None  # a mapping: {variant: NAME} and/or {dotted.key: value}
-
-    def __post_init__(self) -> None:
-        for key, minimum in (("top_k", 1), ("seeds", 2)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                why = " (a spread needs two runs)" if key == "seeds" else ""
-                raise ConfigError(f"must be an integer >= {minimum}{why}, got {value!r}", key=key)
-        if self.baseline is not None and (not isinstance(self.baseline, dict)
-                                          or not self.baseline):
-            raise ConfigError("must name a variant ({variant: NAME}) or config overrides",
-                              key="baseline")
-
-    def trial_count(self) -> int:
-        """Trials of the stage at most (the search may have fewer configurations)."""
-        return (self.top_k + (self.baseline is not None)) * self.seeds
+           "SchedulerSpec", "SearcherSpec", "confirm_baseline", "load_spec", "parse_spec",
+           "parse_spec_text"]
 
 
 # ---- the campaign -----------------------------------------------------------------------------
@@ -175,10 +93,10 @@ class CampaignSpec:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
-    loggers: LoggersSpec = field(default_factory=LoggersSpec)  # trackers (ngpt_tune.loggers)
+    loggers: LoggersSpec = field(default_factory=LoggersSpec)  # trackers
     compare: CompareSpec | None = None
     confirm: ConfirmSpec | None = None  # the confirmation stage after the search
-    ladder: Any = None  # a ladder campaign's sizes (ngpt_tune.ladder.LadderSpec)
+    ladder: LadderSpec | None = None  # a ladder campaign's sizes (run by ngpt_tune.ladder)
     # not spec keys: where it came from, and what the command line forced
     source: str | None = None
     smoke: bool = False
@@ -280,6 +198,14 @@ class CampaignSpec:
         grace = max_t / s.reduction_factor**2 if s.grace_period == "auto" else float(s.grace_period)
         return grace, max_t
 
+    def scheduler_record(self) -> dict[str, Any]:
+        """``campaign.json``'s ``scheduler`` entry (:func:`ngpt_tune.asha.scheduler_record`):
+        the settings the scheduler runs with, 'auto' resolved, and ASHA's rung budgets."""
+        s = self.scheduler
+        grace, max_t = self.asha_budgets() if s.name == "asha" else (None, None)
+        return asha.scheduler_record(s.name, time_attr=s.time_attr, grace=grace, max_t=max_t,
+                                     reduction_factor=s.reduction_factor, brackets=s.brackets)
+
     def check_data(self) -> None:
         """Open the shard headers of every data folder the campaign can use, so that a
         missing, empty or corrupt shard fails here, before Ray starts."""
@@ -313,7 +239,7 @@ class CampaignSpec:
         for key, value in flat.items():
             set_dotted(base, key, value)
         spec = dataclasses.replace(self, base=base)
-        _check_configs(_without_data(spec))
+        check_configs(without_data(spec))
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,28 +299,19 @@ def parse_spec(raw: Any, *, source: str | None = None) -> CampaignSpec:
                               _coerce(raw[key], _HINTS[key], key=key)
                               for key in _SCALARS if raw.get(key) is not None}
     kwargs["description"] = kwargs.get("description", "").strip()
-    kwargs.update({key: _section(cls, raw.get(key), key) for key, cls in _SECTIONS.items()})
+    kwargs.update({key: parse_section(cls, raw.get(key), key) for key, cls in _SECTIONS.items()})
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError("must be a mapping of config sections", key="base")
     variants = _parse_variants(raw.get("variants"))
     params = parse_search(raw.get("search"), variants)
     spec = CampaignSpec(**kwargs, base=nest_dotted(base), params=params, variants=variants,
-                        compare=_parse_compare(raw.get("compare"), params, variants),
-                        confirm=_parse_confirm(raw.get("confirm")),
-                        ladder=_parse_ladder(raw.get("ladder")), source=source)
-    _check_configs(_without_data(spec))
-    _check_confirm(_without_data(spec))
-    _check_searcher(_without_data(spec))
+                        compare=parse_compare(raw.get("compare"), params),
+                        confirm=parse_confirm(raw.get("confirm")),
+                        ladder=None if raw.get("ladder") is None else parse_ladder(raw["ladder"]),
+                        source=source)
+    check_spec(spec)
     return spec
-
-
-def _section(cls: type, value: Any, key: str) -> Any:
-    if cls is LoggersSpec:  # a list of names, or names with settings
-        return parse_loggers(value, key=key)
-    if isinstance(value, str):  # "searcher: grid" is short for {"name": "grid"}
-        value = {"name": value}
-    return build_section(cls, value, prefix=key)
 
 
 def _parse_variants(raw: Any) -> dict[str, dict[str, Any]]:
@@ -409,111 +326,3 @@ def _parse_variants(raw: Any) -> dict[str, dict[str, Any]]:
             raise ConfigError("must be a mapping of config keys", key=f"variants.{name}")
         variants[str(name)] = flatten_dotted(overrides)
     return variants
-
-
-def _parse_compare(raw: Any, params: tuple[Param, ...], variants: dict) -> CompareSpec | None:
-    if raw is None:
-        return None
-    compare = build_section(CompareSpec, raw, prefix="compare")
-    by = {p.key: p for p in params}.get(compare.by)
-    if by is None:
-        raise ConfigError(f"'{compare.by}' is not a searched parameter", key="compare.by")
-    if compare.baseline not in by.values:
-        raise ConfigError(f"{compare.baseline!r} is not a value of {compare.by}",
-                          key="compare.baseline")
-    return compare
-
-
-def _parse_ladder(raw: Any) -> Any:
-    from ngpt_tune.ladder import parse_ladder  # the fits need numpy: import late
-
-    return None if raw is None else parse_ladder(raw)
-
-
-def _parse_confirm(raw: Any) -> ConfirmSpec | None:
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and isinstance(raw.get("baseline"), dict):
-        raw = {**raw, "baseline": flatten_dotted(raw["baseline"])}
-    return build_section(ConfirmSpec, raw, prefix="confirm")
-
-
-def confirm_baseline(spec: CampaignSpec, baseline: dict[str, Any] | None,
-                     *, key: str = "confirm.baseline") -> dict[str, Any] | None:
-    """The baseline arm's values (dotted keys, ``variant`` included), checked against ``spec``:
-    a known variant, and overrides that make a valid config. ``key`` names it in errors."""
-    if baseline is None:
-        return None
-    values = flatten_dotted(baseline)
-    variant = values.get(VARIANT_KEY)
-    if VARIANT_KEY in values and variant not in spec.variants:
-        known = ", ".join(spec.variants) or "none"
-        raise ConfigError(f"unknown variant {variant!r} (variants: {known})",
-                          key=f"{key}.{VARIANT_KEY}" if key.startswith("confirm") else key)
-    try:
-        spec.resolve(values)
-    except ConfigError as err:
-        raise ConfigError(err.detail, key=f"{key}.{err.key}" if err.key else key) from None
-    return values
-
-
-def _check_confirm(spec: CampaignSpec) -> None:
-    if spec.confirm is not None:
-        confirm_baseline(spec, spec.confirm.baseline)
-
-
-def _without_data(spec: CampaignSpec) -> CampaignSpec:
-    """The spec with the built-in corpus: parsing checks everything but the data folders,
-    which :meth:`CampaignSpec.check_data` checks once ``--smoke`` and ``--set`` are known."""
-    return dataclasses.replace(spec, forced={**spec.forced, "data.dir": BUILTIN_DATA})
-
-
-def _check_searcher(spec: CampaignSpec) -> None:
-    for p in spec.params:
-        if spec.searcher.name == "grid" and p.dist != "grid":
-            raise ConfigError("searcher 'grid' needs every parameter as {grid: [...]}",
-                              key=f"search.{p.key}")
-        if p.dist == "grid" and p.when:
-            raise ConfigError("a grid parameter cannot be conditional", key=f"search.{p.key}")
-    if spec.scheduler.name == "asha":
-        grace, max_t = spec.asha_budgets()
-        if grace > max_t:
-            raise ConfigError(f"grace_period {grace:g} is above the max budget max_t {max_t:g}",
-                              key="scheduler.grace_period")
-        rungs = int(math.log(max_t / grace) / math.log(spec.scheduler.reduction_factor) + 1e-9) + 1
-        if spec.scheduler.brackets > rungs:
-            raise ConfigError(f"{spec.scheduler.brackets} brackets, but grace_period {grace:g} "
-                              f"to max_t {max_t:g} holds {rungs} rung(s): at most {rungs}",
-                              key="scheduler.brackets")
-
-
-def _check_configs(spec: CampaignSpec) -> None:
-    """Every variant, and every searched value at its bounds, must make a valid Config."""
-    try:
-        spec.base_config  # noqa: B018 - validates
-    except ConfigError as err:
-        raise err.under("base") from None
-    for name in spec.variants:
-        try:
-            spec.resolve({VARIANT_KEY: name})
-        except ConfigError as err:
-            raise ConfigError(f"{err.key}: {err.detail}", key=f"variants.{name}") from None
-    categorical = [p for p in spec.params if DISTRIBUTIONS[p.dist] is None and not p.when]
-    combos = math.prod(len(p.args) for p in categorical)
-    for p in spec.params:
-        for value in p.values:
-            value = round(value) if p.dist == "randint" else value
-            try:
-                spec.resolve({p.key: value})
-            except ConfigError as err:
-                detail = err.detail if "unknown key" in err.detail else (
-                    f"value {value!r} is invalid: {err.detail}")
-                raise ConfigError(detail, key=f"search.{p.key}") from None
-    if combos <= 512:
-        for combo in itertools.product(*(p.args for p in categorical)):
-            values = {p.key: v for p, v in zip(categorical, combo)}
-            try:
-                spec.resolve(values)
-            except ConfigError as err:
-                raise ConfigError(f"the combination {values} is invalid: {err}",
-                                  key="search") from None

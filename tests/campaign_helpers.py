@@ -8,22 +8,18 @@ import time
 from pathlib import Path
 
 from ngpt_tune.campaign import run_campaign
+from ngpt_tune.presets import preset_yaml
 from ngpt_tune.request import RunRequest, build_spec
 from ngpt_tune.runner import RunOptions
 
-TINY_BASE = """
-base:
-  model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}
-  optim: {lr: 1.0e-2}
-  data: {dir: builtin, batch_size: 4, val_tokens: 512}
-  train: {steps: STEPS, eval_every: EVAL, device: cpu}
-"""
-
 
 def write_spec(tmp_path: Path, body: str, *, steps: int = 24, eval_every: int = 6) -> Path:
-    base = TINY_BASE.replace("STEPS", str(steps)).replace("EVAL", str(eval_every))
+    """``body`` with the tiny preset as its base (a 1e-2 learning rate, 512 validation tokens)."""
+    base = preset_yaml("tiny", {"optim.lr": 1.0e-2, "data.val_tokens": 512, "train.steps": steps,
+                                "train.eval_every": eval_every, "train.device": "cpu"},
+                       under="base")
     path = tmp_path / "spec.yaml"
-    path.write_text(body + base)
+    path.write_text(body + "\n" + base)
     return path
 
 

@@ -7,19 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ngpt_tune.config import Config
+from ngpt_tune.config import Config, nest_dotted
+from ngpt_tune.presets import preset
 
 # Subprocesses (the CLI, Ray workers) import this checkout, whatever else is installed.
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
-TINY = {
-    "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
-    "optim": {"lr": 1e-2},
-    "data": {"dir": "builtin", "batch_size": 4, "val_tokens": 1024},
-    "train": {"steps": 20, "eval_every": 5, "device": "cpu", "threads": 1},
-}
+TINY = nest_dotted(preset("tiny", {
+    "optim.lr": 1e-2, "data.val_tokens": 1024,
+    "train.steps": 20, "train.eval_every": 5, "train.device": "cpu", "train.threads": 1}))
 
 
 def tiny_config(**overrides) -> Config:

@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 
 from ngpt_tune.data import write_shard
+from ngpt_tune.presets import preset_yaml
 
 GOOD = """\
 name: t
 search:
   model.alpha: {uniform: [0.05, 0.3]}
-base:
-  model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}
-  data: {dir: builtin, batch_size: 4}
-  train: {steps: 20, eval_every: 5}
-"""
+""" + preset_yaml("tiny", {"train.steps": 20, "train.eval_every": 5}, under="base")
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

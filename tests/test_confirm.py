@@ -20,9 +20,9 @@ from campaign_helpers import results, run, trial_dirs, write_spec
 from analysis.confirm import ARM_COLUMN, CONFIRM_DIR
 from analysis.load import load_experiment
 from ngpt_tune.__main__ import main
+from ngpt_tune.campaign import confirm_campaign
 from ngpt_tune.confirm_stage import confirm_settings
 from ngpt_tune.errors import ConfigError
-from ngpt_tune.campaign import confirm_campaign
 from ngpt_tune.request import build_spec
 from ngpt_tune.runner import RunOptions
 from ngpt_tune.smoke import smoke_version

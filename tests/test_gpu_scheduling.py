@@ -19,6 +19,7 @@ import pytest
 from campaign_helpers import results, trial_dirs
 
 from ngpt_tune.errors import ConfigError
+from ngpt_tune.presets import preset_yaml
 from ngpt_tune.spec import parse_spec
 
 SPEC = """
@@ -29,11 +30,9 @@ searcher: grid
 scheduler: fifo
 num_samples: 1
 resources: {{cpus_per_trial: 1, gpus_per_trial: {gpus}}}
-base:
-  model: {{n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}}
-  data: {{dir: builtin, batch_size: 4, val_tokens: 256}}
-  train: {{steps: 40, eval_every: 20, device: cpu, threads: 1}}
-"""
+""" + preset_yaml("tiny", {"data.val_tokens": 256, "train.steps": 40, "train.eval_every": 20,
+                           "train.device": "cpu", "train.threads": 1},
+                  under="base").replace("{", "{{").replace("}", "}}")
 
 # one Ray instance with 2 GPUs declared and 4 logical CPUs (4 trials at once), both campaigns
 DRIVER = """

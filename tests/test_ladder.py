@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from ngpt_tune.errors import ConfigError
 from analysis.ladder import plot_ladder
 from analysis.ladder_fit import fit_ladder
-from ngpt_tune.ladder import load_ladder, parse_ladder, smoke_ladder
+from ngpt_tune.errors import ConfigError
 from ngpt_tune.ladder_plan import size_spec, target_mapping, target_ranges, target_search
 from ngpt_tune.space import Param
-from ngpt_tune.spec import parse_spec
+from ngpt_tune.spec import load_spec, parse_spec
+from ngpt_tune.spec_sections import parse_ladder, smoke_ladder
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [{"n_layer": 2, "n_embd": 32, "n_head": 2}, {"n_layer": 2, "n_embd": 64, "n_head": 2},
@@ -76,7 +76,7 @@ def test_bad_ladder_in_a_file_names_the_file(tmp_path):
     path.write_text(yaml.safe_dump({**RAW, "ladder": {"sizes": SIZES, "target": TARGET,
                                                       "axis": "flops"}}))
     with pytest.raises(ConfigError, match=r"bad.yaml: key 'ladder.axis'"):
-        load_ladder(path)
+        load_spec(path)
 
 
 def test_rung_spec_forces_size_tokens_and_seed():
@@ -91,7 +91,7 @@ def test_rung_spec_forces_size_tokens_and_seed():
 
 
 def test_shipped_ladder_spec_and_its_smoke_version():
-    spec, ladder, _ = load_ladder(ROOT / "search_spaces" / "ladder.yaml")
+    ladder = load_spec(ROOT / "search_spaces" / "ladder.yaml").ladder
     assert len(ladder.sizes) >= 3 and ladder.axis == "params"
     small = smoke_ladder(ladder)
     sizes = {small.size_of(s) for s in small.sizes}

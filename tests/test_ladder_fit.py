@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from analysis.ladder_fit import fit_ladder, fit_trend, size_optimum
-from ngpt_tune.ladder import parse_ladder
 from ngpt_tune.space import Param
+from ngpt_tune.spec_sections import parse_ladder
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [{"n_layer": 2, "n_embd": 32, "n_head": 2}, {"n_layer": 2, "n_embd": 64, "n_head": 2},

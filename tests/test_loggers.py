@@ -16,7 +16,7 @@ import pytest
 from campaign_helpers import results, run, trial_dirs, write_spec
 
 from ngpt_tune.errors import ConfigError
-from ngpt_tune.loggers import (
+from ngpt_tune.spec_sections import (
     MLFLOW_DB,
     LoggersSpec,
     MLflowLogger,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from campaign_helpers import results, run, trial_dirs, write_spec
 
-from ngpt_tune.data import write_shard
 from ngpt_tune.campaign import run_campaign
+from ngpt_tune.data import write_shard
 from ngpt_tune.request import RunRequest, build_spec
 from ngpt_tune.runner import RunOptions, ray_init_kwargs
 

@@ -236,3 +236,16 @@ def test_asha_brackets_must_fit_between_grace_period_and_max_t():
         parse_spec({**raw, "scheduler": {**scheduler, "brackets": 4}})
     with pytest.raises(ConfigError, match="key 'scheduler.brackets': must be >= 1, got 0"):
         parse_spec({**raw, "scheduler": {"brackets": 0}})
+
+
+def test_scheduler_record_resolves_auto_and_gives_asha_rungs():
+    from ngpt_tune.spec import parse_spec
+
+    raw = {"name": "t", "search": {"model.alpha": {"uniform": [0.05, 0.3]}},
+           "base": {"train": {"steps": 80}}}
+    record = parse_spec({**raw, "scheduler": {"time_attr": "step", "brackets": 2}}
+                        ).scheduler_record()
+    assert record == {"name": "asha", "time_attr": "step", "grace_period": 20.0, "max_t": 80.0,
+                      "reduction_factor": 2.0, "brackets": 2, "rungs": [20.0, 40.0, 80.0]}
+    assert parse_spec({**raw, "scheduler": "fifo"}).scheduler_record() == {
+        "name": "fifo", "time_attr": "tokens_seen"}

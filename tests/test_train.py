@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import tiny_config
 
+from ngpt_tune.presets import preset_yaml
 from ngpt_tune.train import METRIC_KEYS, fit
 
 UNIFORM_LOSS = math.log(50257)  # where every model starts
@@ -102,12 +103,9 @@ def test_non_finite_loss_is_reported_as_diverged_not_raised():
 
 def test_train_command_prints_falling_val_loss(tmp_path):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(
-        "model: {n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}\n"
-        "optim: {lr: 1.0e-2}\n"
-        "data: {batch_size: 4, val_tokens: 1024}\n"
-        "train: {steps: 40, eval_every: 20, threads: 1}\n"
-    )
+    cfg.write_text(preset_yaml("tiny", {"optim.lr": 1.0e-2, "data.val_tokens": 1024,
+                                        "train.steps": 40, "train.eval_every": 20,
+                                        "train.threads": 1}))
     out = subprocess.run([sys.executable, "-m", "ngpt_tune", "train", str(cfg)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
