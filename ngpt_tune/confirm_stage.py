@@ -130,7 +130,7 @@ def plan_confirmation(experiment: str, spec: CampaignSpec, settings: ConfirmSpec
                       *, path: str = CONFIRM_DIR) -> ConfirmPlan:
     """The arms and fresh seeds for ``experiment``'s finished search (``analysis.confirm``
     picks the configurations and the seeds)."""
-    from analysis.confirm import fresh_seeds, select_candidates
+    from analysis.candidates import fresh_seeds, select_candidates
     from analysis.load import load_experiment
 
     search = load_experiment(experiment)

@@ -121,7 +121,7 @@ def test_confirm_section_is_rendered_when_present(alpha_lr):
     """The confirmation stage's section, as analysis.confirm computes it, with its verdicts."""
     import pandas as pd
 
-    from analysis.confirm import confirm_stats
+    from analysis.confirm_stats import confirm_stats
 
     exp = load_experiment(alpha_lr)
     summary = summarize(exp)
