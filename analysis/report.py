@@ -10,7 +10,6 @@ from typing import Any
 
 from analysis.formatting import count, num, pct, text_table, titled_table
 
-
 DEFAULT_LIMIT = 20
 
 
