@@ -212,7 +212,7 @@ def bootstrap_p_best(
     out: list[float | None] = [None] * len(arms)
     seeds = [tuple(arms[i]["seeds"]) for i in present]
     joint = len(present) > 1 and all(set(s) == set(seeds[0]) and len(s) == len(seeds[0])
-                                      for s in seeds)
+                                     for s in seeds)
     if not present:
         return out, "joint"
     rng = np.random.default_rng(seed)

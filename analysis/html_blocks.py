@@ -108,10 +108,14 @@ def verdict(text: Any) -> str:
     return f'<span class="{cls}">{e(text)}</span>' if cls else e(text)
 
 
-def svg(fig: Any, salt: str) -> str:
-    """The figure as an inline ``<svg>`` element: text as text, ids unique to the figure."""
-    import matplotlib
+def svg(draw: Any, data: Any, salt: str) -> str | None:
+    """``draw(data)`` (an ``analysis.charts`` figure) as an inline ``<svg>`` element: text as
+    text, ids unique to the figure; ``None`` when there is no data to draw."""
+    import matplotlib  # lazy: matplotlib is slow to import
 
+    if not data:
+        return None
+    fig = draw(data)
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})

@@ -27,7 +27,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from analysis import chart_data, charts
+from analysis.chart_data import ci_data, confirm_data, curves_data, importance_data, param_data
+from analysis.charts import draw_ci, draw_confirm, draw_curves, draw_importance, draw_param
 from analysis.formatting import ci, count, g, num, pct, plain, sci, signed_pct
 from analysis.html_blocks import Raw, e, figure, generic, kv, slug, svg, table, verdict
 from analysis.io import write_text
@@ -132,9 +133,9 @@ def _ranking_section(summary: dict[str, Any]) -> str:
             for c in configs
         ]
         parts.append(table(["#", "configuration", "n", "mean", "std", "95% CI", "trials"],
-                            rows, table_id="config-table", highlight=[i == 0 for i in
-                                                                      range(len(rows))]))
-        parts.append(figure(_svg(charts.draw_ci, chart_data.ci_data(summary), "ci"),
+                           rows, table_id="config-table", highlight=[i == 0 for i in
+                                                                     range(len(rows))]))
+        parts.append(figure(svg(draw_ci, ci_data(summary), "ci"),
                             "ranking-ci", "Mean final val_loss per configuration; bars: 95% CI "
                             "(n >= 2); dots: the seeds."))
     return "".join(parts)
@@ -156,7 +157,7 @@ def _confirm_section(summary: dict[str, Any]) -> str | None:
             '<div class="box"><table>'
             + kv("confirmed winner", f"<b>{e(winner.get('arm'))}</b>")
             + kv("mean", f"<b>{num(winner.get('mean'))}</b> over n={e(winner.get('n'))}, "
-                  f"95% CI {ci(winner.get('ci95'))}")
+                 f"95% CI {ci(winner.get('ci95'))}")
             + kv("re-run it alone", f"<code>{e(winner.get('command'))}</code>")
             + "</table>"
             + (f'<p class="note">{e(winner["note"])}</p>' if winner.get("note") else "")
@@ -169,13 +170,13 @@ def _confirm_section(summary: dict[str, Any]) -> str | None:
         for a in arms
     ]
     parts.append(table(["arm", "role", "n", "mean", "std", "95% CI", "P(best)",
-                         "search value", "optimism", "vs leader", "vs baseline"], rows,
-                        table_id="confirm-table",
-                        highlight=[a.get("arm") == confirm.get("leader") for a in arms]))
-    parts.append(figure(_svg(charts.draw_confirm, chart_data.confirm_data(confirm), "confirm"),
+                        "search value", "optimism", "vs leader", "vs baseline"], rows,
+                       table_id="confirm-table",
+                       highlight=[a.get("arm") == confirm.get("leader") for a in arms]))
+    parts.append(figure(svg(draw_confirm, confirm_data(confirm), "confirm"),
                         "confirm-chart",
-                         "Confirmed mean with its 95% CI (blue) beside the value the search "
-                         "reported (orange): the gap is the winner's curse."))
+                        "Confirmed mean with its 95% CI (blue) beside the value the search "
+                        "reported (orange): the gap is the winner's curse."))
     comparisons = confirm.get("comparisons") or []
     if comparisons:
         rows = [
@@ -187,8 +188,8 @@ def _confirm_section(summary: dict[str, Any]) -> str | None:
         ]
         parts.append("<h3>Comparisons (Holm-corrected)</h3>")
         parts.append(table(["arm", "against", "test", "n", "effect", "effect 95% CI", "p",
-                             "p (Holm)", "verdict", "reason"], rows,
-                            table_id="confirm-comparisons"))
+                            "p (Holm)", "verdict", "reason"], rows,
+                           table_id="confirm-comparisons"))
     curse = confirm.get("winners_curse") or {}
     if curse:
         parts.append("<h3>The winner's curse</h3>")
@@ -231,7 +232,7 @@ def _comparison_section(summary: dict[str, Any]) -> str | None:
             for a in arms
         ]
         parts.append(table(["arm", "n", "mean", "95% CI", "difference", "improvement",
-                             "p (Welch)", "verdict"], rows, table_id="comparison-table"))
+                            "p (Welch)", "verdict"], rows, table_id="comparison-table"))
     if comparison.get("note"):
         parts.append(f'<p class="note">{e(comparison["note"])}</p>')
     return "".join(parts)
@@ -250,7 +251,7 @@ def _stopped_section(summary: dict[str, Any]) -> str:
             for t in stopped
         ]
         parts.append(table(["trial", "configuration", "seed", "steps", "budget", "tokens",
-                             "val_loss at stop"], rows, table_id="stopped-table"))
+                            "val_loss at stop"], rows, table_id="stopped-table"))
     else:
         parts.append('<p class="muted">No trial was stopped early.</p>')
     if failed:
@@ -258,18 +259,18 @@ def _stopped_section(summary: dict[str, Any]) -> str:
         rows = [[f.get("trial_id"), f.get("status"), f.get("group"), f.get("steps"),
                  f.get("error") or "-"] for f in failed]
         parts.append(table(["trial", "status", "configuration", "steps", "error"], rows,
-                            table_id="failed-table"))
+                           table_id="failed-table"))
     return "".join(parts)
 
 
 def _curves_section(exp: Experiment, summary: dict[str, Any]) -> str:
-    chart = _svg(charts.draw_curves, chart_data.curves_data(exp, summary), "curves")
+    chart = svg(draw_curves, curves_data(exp, summary), "curves")
     if chart is None:
         return '<p class="muted">No finite validation loss was reported.</p>'
     return figure(chart, "learning-curves",
-                   "val_loss against tokens seen, one line per trial. Blue: the best trial; "
-                   "orange with a cross: stopped early by the scheduler, at the budget it "
-                   "reached; red: diverged or errored; dotted lines: ASHA rungs.")
+                  "val_loss against tokens seen, one line per trial. Blue: the best trial; "
+                  "orange with a cross: stopped early by the scheduler, at the budget it "
+                  "reached; red: diverged or errored; dotted lines: ASHA rungs.")
 
 
 def _parameters_section(exp: Experiment, summary: dict[str, Any]) -> str:
@@ -282,8 +283,8 @@ def _parameters_section(exp: Experiment, summary: dict[str, Any]) -> str:
              for w in summary.get("range_warnings") or [] if isinstance(w, dict)]
     parts.append('<div class="grid">')
     for key in keys:
-        chart = _svg(charts.draw_param, chart_data.param_data(exp, key, summary),
-                     f"param-{slug(key)}")
+        chart = svg(draw_param, param_data(exp, key, summary),
+                    f"param-{slug(key)}")
         dist = distributions.get(key)
         caption = f"{key}" + (f": {dist}" if dist else "")
         parts.append("<div>" + (figure(chart, f"param-{slug(key)}", caption) if chart else
@@ -312,7 +313,7 @@ def _importance_section(summary: dict[str, Any]) -> str:
     return (
         f"<p>{e(importance.get('evaluator'))} over {basis}.</p>"
         + table(["parameter", "share"], rows, table_id="importance-table")
-        + figure(_svg(charts.draw_importance, chart_data.importance_data(summary), "importance"),
+        + figure(svg(draw_importance, importance_data(summary), "importance"),
                  "importance-chart", "Share of the variance.")
     )
 
@@ -330,8 +331,8 @@ def _asha_section(summary: dict[str, Any]) -> str:
     rows = [[count(r["budget"]), r["reached"], r["continued"], r["stopped_here"],
              num(r["best"]), r["best_trial"] or "-"] for r in asha["rungs"]]
     return intro + table([f"rung ({attr})", "reached", "went on", "stopped here",
-                           "best val_loss there", "best trial there"], rows,
-                          table_id="asha-table")
+                          "best val_loss there", "best trial there"], rows,
+                         table_id="asha-table")
 
 
 def _compute_section(summary: dict[str, Any]) -> str:
@@ -367,11 +368,11 @@ def _provenance_section(exp: Experiment, summary: dict[str, Any]) -> str:
     if hardware:
         parts.append("<h3>Hardware</h3>")
         parts.append(table(["", ""], [[k, plain(v)] for k, v in hardware.items()],
-                            table_id="hardware-table"))
+                           table_id="hardware-table"))
     if packages:
         parts.append("<h3>Packages</h3>")
         parts.append(table(["package", "version"], [[k, v] for k, v in packages.items()],
-                            table_id="packages-table"))
+                           table_id="packages-table"))
     spec = summary.get("spec") or exp.campaign.get("spec")
     if spec:
         text = json.dumps(spec, indent=2, default=str)
@@ -392,8 +393,3 @@ def _effect_table(key: str, effect: dict[str, Any]) -> str:
     by_mean = effect.get("best_by_mean")
     return (html_table + f'<p class="muted">best configuration: {e(plain(best))}; '
             f"best on the mean: {e(plain(by_mean))}</p>")
-
-
-def _svg(draw: Any, data: Any, salt: str) -> str | None:
-    """``draw(data)`` as an inline ``<svg>`` element, or ``None`` when there is no data."""
-    return svg(draw(data), salt) if data else None

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analysis import chart_data, charts
+from analysis.chart_data import ci_data, confirm_data, curves_data, importance_data, param_data
+from analysis.charts import draw_ci, draw_confirm, draw_curves, draw_importance, draw_param
 from analysis.io import atomic_write
 from analysis.load import Experiment
 
@@ -22,18 +23,18 @@ DPI = 110
 def write_plots(exp: Experiment, summary: dict[str, Any], folder: Path) -> list[Path]:
     """Write every plot the data allows into ``folder``; returns the files written."""
     written = [
-        _save(charts.draw_curves, chart_data.curves_data(exp, summary),
+        _save(draw_curves, curves_data(exp, summary),
               folder / "learning_curves.png"),
-        _save(charts.draw_ci, chart_data.ci_data(summary), folder / "configurations.png"),
+        _save(draw_ci, ci_data(summary), folder / "configurations.png"),
     ]
     for key in exp.search_keys:
         if key in exp.trials:
-            written.append(_save(charts.draw_param, chart_data.param_data(exp, key, summary),
+            written.append(_save(draw_param, param_data(exp, key, summary),
                                  folder / f"metric_vs_{_safe(key)}.png"))
-    written.append(_save(charts.draw_importance, chart_data.importance_data(summary),
+    written.append(_save(draw_importance, importance_data(summary),
                          folder / "importance.png"))
     if summary.get("confirm"):
-        written.append(_save(charts.draw_confirm, chart_data.confirm_data(summary["confirm"]),
+        written.append(_save(draw_confirm, confirm_data(summary["confirm"]),
                              folder / "confirmation.png"))
     return [p for p in written if p is not None]
 
