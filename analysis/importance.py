@@ -125,7 +125,7 @@ def importance_trials(
 
 
 def infer_distribution(values: list[Any]) -> Any:
-    from optuna.distributions import (
+    from optuna.distributions import (  # lazy: optuna is slow to import
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,

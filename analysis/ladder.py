@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.plots import _save
+from analysis.plots import save_png
 
 AXIS_LABELS = {"params": "non-embedding parameters", "width": "width (n_embd)",
                "depth": "depth (n_layer)"}
@@ -21,7 +21,7 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
     fits = section.get("fits") or {}
     if not fits:
         return None
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
 
     fig = Figure(figsize=(7.0, 3.2 * len(fits)), layout="constrained")
     axes = fig.subplots(len(fits), 1, squeeze=False)[:, 0]
@@ -52,4 +52,4 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(section["axis"], "size"),
                ylabel=key, title=f"ladder: optimum of {key} vs size")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)

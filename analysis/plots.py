@@ -39,12 +39,14 @@ def write_plots(exp: Experiment, summary: dict[str, Any], folder: Path) -> list[
     return [p for p in written if p is not None]
 
 
+def save_png(fig: Any, path: Path) -> Path:
+    """``fig`` written as a PNG at ``path``, atomically."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
 def _save(draw: Any, data: Any, path: Path) -> Path | None:
     """``draw(data)`` saved as a PNG at ``path``; nothing when there is no data."""
-    if not data:
-        return None
-    fig = draw(data)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    return save_png(draw(data), path) if data else None
 
 
 def _safe(key: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from analysis.comparison import compare_arms
 from analysis.confirm import confirm_section
@@ -215,8 +216,6 @@ def parameter_effects(
 def rank_trend(values: pd.Series, metric: pd.Series) -> dict[str, Any] | None:
     """Spearman's rank correlation of the metric with a continuous parameter (scale-free, so
     the same for log and linear axes): ``{"spearman", "p_value", "n"}``, ``None`` under 3."""
-    from scipy.stats import spearmanr
-
     x, y = values.astype(float).to_numpy(), metric.astype(float).to_numpy()
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
