@@ -6,7 +6,9 @@ on a log scale, other numbers linear, anything else categorical.
 
 Which trials: the completed ones when there are at least ``MIN_TRIALS``; otherwise (ASHA
 stopped most of them) the trials of the highest ASHA rung that ``MIN_TRIALS`` trials reached,
-each valued at that rung's budget (its first report at or past the budget, as ASHA saw it).
+each valued at that rung's budget (its first report at or past the budget, as ASHA saw it);
+the rungs are Ray's (``ngpt_tune.asha.recorded_rungs``) below ``max_t``, where a rung is just
+"finished" (``analysis.rungs.rungs_below_max_t``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ngpt_tune.experiment import DEFAULT_METRIC, final_column
+
 MIN_TRIALS = 4
 MIN_PARAMS = 2
 
@@ -25,7 +29,7 @@ def param_importance(
     trials: pd.DataFrame,
     keys: list[str],
     *,
-    metric_column: str = "final_val_loss",
+    metric_column: str = final_column(DEFAULT_METRIC),
     mode: str = "min",
     history: pd.DataFrame | None = None,
     rungs: list[float] | None = None,
@@ -36,7 +40,7 @@ def param_importance(
     ``importances: None`` with a ``reason`` when there are too few trials or varying
     parameters. With ``history`` and the ASHA ``rungs`` (budgets in ``time_attr``), too few
     completed trials fall back to the highest rung reached by enough trials."""
-    import optuna
+    import optuna  # lazy: optuna is slow to import
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
     done, budget = importance_trials(
@@ -92,7 +96,7 @@ def param_importance(
 def importance_trials(
     trials: pd.DataFrame,
     *,
-    metric_column: str = "final_val_loss",
+    metric_column: str = final_column(DEFAULT_METRIC),
     history: pd.DataFrame | None = None,
     rungs: list[float] | None = None,
     time_attr: str = "tokens_seen",
@@ -120,24 +124,8 @@ def importance_trials(
     return done, budget
 
 
-def asha_rungs(campaign: dict[str, Any]) -> list[float] | None:
-    """The budgets of ASHA's rungs (grace period x reduction factor^k, up to max_t) from
-    ``campaign.json``, or ``None`` when the campaign did not use ASHA."""
-    budgets = campaign.get("asha_budgets")
-    if not budgets:
-        return None
-    grace, max_t = float(budgets[0]), float(budgets[1])
-    scheduler = (campaign.get("spec") or {}).get("scheduler") or {}
-    factor = float(scheduler.get("reduction_factor") or 3.0)
-    rungs, rung = [], grace
-    while rung < max_t and factor > 1 and grace > 0:
-        rungs.append(rung)
-        rung *= factor
-    return rungs
-
-
 def infer_distribution(values: list[Any]) -> Any:
-    from optuna.distributions import (
+    from optuna.distributions import (  # lazy: optuna is slow to import
         CategoricalDistribution,
         FloatDistribution,
         IntDistribution,

@@ -38,7 +38,7 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
 
 def write_parquet(path: str | os.PathLike, table: Any) -> Path:
     """Write a ``pyarrow.Table`` (or a pandas DataFrame) as Parquet."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow is slow to import (only Parquet writes need it)
     import pyarrow.parquet as pq
 
     if not isinstance(table, pa.Table):
@@ -61,7 +61,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     try:
-        import pandas as pd
+        import pandas as pd  # lazy: JSON of plain values needs no pandas
 
         if obj is pd.NA or obj is pd.NaT:
             return None

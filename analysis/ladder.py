@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from analysis.io import write_text
-from analysis.plots import _save
+from analysis.plots import save_png
 from ngpt_tune.ladder_plan import active_ladder, first_steps, target_mapping, target_ranges
 from ngpt_tune.request import RunRequest, build_spec
 
@@ -27,7 +27,7 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
     fits = section.get("fits") or {}
     if not fits:
         return None
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
 
     fig = Figure(figsize=(7.0, 3.2 * len(fits)), layout="constrained")
     axes = fig.subplots(len(fits), 1, squeeze=False)[:, 0]
@@ -58,7 +58,7 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(section["axis"], "size"),
                ylabel=key, title=f"ladder: optimum of {key} vs size")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_ladder_files(folder: Path, record: dict[str, Any], section: dict[str, Any]) -> list[Path]:

@@ -9,9 +9,11 @@ The temporary copy is left for the caller (it holds the outputs until they are u
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ngpt_tune.experiment import CHECKPOINT_PREFIX
 from ngpt_tune.files import download_tree, is_remote, join, local_path, write_file
@@ -35,6 +37,19 @@ def locate(path: str | os.PathLike) -> Location:
     if not is_remote(text):
         return Location(local_path(text))
     return Location(fetch(text), uri=text.rstrip("/"))
+
+
+def output_path(exp: Any, name: str) -> str:
+    """Where output ``name`` of the experiment ``exp`` ends up: next to a remote experiment's
+    URI, else in its local folder (absolute)."""
+    if exp.location is not None and exp.location.uri:
+        return f"{exp.location.uri}/{name}"
+    return str(Path(os.path.abspath(exp.path)) / name)
+
+
+def train_command(config_path: str) -> str:
+    """The command that re-runs the configuration saved at ``config_path`` alone."""
+    return f"python -m ngpt_tune train {shlex.quote(config_path)}"
 
 
 def fetch(uri: str, destination: str | os.PathLike | None = None) -> Path:

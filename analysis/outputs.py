@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from analysis.confirm import find_confirmation
 from analysis.html_report import REPORT_FILE, write_report
 from analysis.io import write_json, write_parquet, write_yaml
 from analysis.ladder import write_ladder_files
@@ -55,8 +56,8 @@ def write_outputs(
     if view.here is None and view.is_ladder:
         return _write_ladder(exp, view, plots=plots)
     if confirmation is None:
-        confirmation = view.confirmation_of(view.here)
-    if confirmation is not None and not isinstance(confirmation, Experiment):
+        confirmation = find_confirmation(exp)
+    elif not isinstance(confirmation, Experiment):
         confirmation = load_experiment(confirmation)
     summary = summarize(exp, confirmation=confirmation)
     if view.root == root and view.here is not None:

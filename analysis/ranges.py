@@ -6,11 +6,14 @@
 best value in the outer ``EDGE`` (10%) of a numeric range, measured in log space for
 ``loguniform``, and proposes bounds widened on that side by half the range (in log space for
 ``loguniform``: the bound times ``sqrt(high / low)``); a positive lower bound stays positive.
+``search_distributions`` gives each distribution as text, for captions; ``is_log`` says
+whether one is drawn on a log axis.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 from typing import Any
@@ -35,6 +38,30 @@ def search_space(campaign: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if parsed is not None:
             out[key] = parsed
     return out
+
+
+def search_distributions(campaign: dict[str, Any]) -> dict[str, str]:
+    """The spec's distribution of each searched key as text, e.g. ``loguniform(0.03, 0.5)``.
+
+    ``campaign.json`` records them as ``spec.params`` (text); a dict form
+    (``{"loguniform": [lo, hi]}``, as in a spec's ``search:``) is accepted too.
+    """
+    spec = campaign.get("spec") or {}
+    params = spec.get("params") or spec.get("search") or {}
+    out = {}
+    for key, dist in params.items():
+        if isinstance(dist, dict):
+            kind = next((k for k in dist if k != "when"), None)
+            args = dist[kind] if kind else None
+            args = ", ".join(map(str, args)) if isinstance(args, list) else args
+            out[key] = f"{kind}({args})" if kind else json.dumps(dist)
+        else:
+            out[key] = str(dist)
+    return out
+
+
+def is_log(distribution: str) -> bool:
+    return distribution.strip().lower().startswith(("loguniform", "qloguniform", "lograndint"))
 
 
 def range_warnings(

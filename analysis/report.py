@@ -1,4 +1,5 @@
-"""``format_ranking(summary)``: the ranking as a plain-text table for the terminal."""
+"""The terminal report: ``format_ranking(summary)`` (the ranking as plain-text tables) and
+``format_confirm(section)`` (a confirmation stage's table, comparisons and winner)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from analysis.formatting import count, num, pct, text_table, titled_table
 
 DEFAULT_LIMIT = 20
 
@@ -34,33 +37,33 @@ def format_ranking(
     second, second_name = ("best_val_loss", "best") if metric == "val_loss" else (
         "final_val_loss", "val_loss")
     if ranking:
-        lines += _titled_table(
+        lines += titled_table(
             "completed trials",
             ["#", "trial", "configuration", "seed", metric, second_name, "tokens", "tok/s",
              "wall s"],
             [[e["rank"], e["trial_id"], e["group"], e["seed"],
-              _num(e.get("value", e["final_val_loss"])), _num(e[second]),
-              _count(e["tokens_seen"]), _count(e["tokens_per_s"]), _num(e["wall_time_s"], 1)]
+              num(e.get("value", e["final_val_loss"])), num(e[second]),
+              count(e["tokens_seen"]), count(e["tokens_per_s"]), num(e["wall_time_s"], 1)]
              for e in ranking],
             limit)
     else:
         lines += ["no completed trial to rank", ""]
     configs = summary.get("ranking_by_config") or []
     if any(c["n"] >= 2 for c in configs):
-        lines += _titled_table(
+        lines += titled_table(
             "configurations, on the mean over seeds",
             ["#", "configuration", "n", "mean", "std", "95% CI"],
-            [[c["rank"], c["group"], c["n"], _num(c["mean"]), _num(c["std"]),
+            [[c["rank"], c["group"], c["n"], num(c["mean"]), num(c["std"]),
               "-" if c["ci95"] is None else f"[{c['ci95'][0]:.4f}, {c['ci95'][1]:.4f}]"]
              for c in configs],
             limit, more=False)
     stopped = summary.get("stopped_early") or []
     if stopped:
-        lines += _titled_table(
+        lines += titled_table(
             "stopped early by the scheduler (not ranked)",
             ["trial", "configuration", "seed", "steps", "budget", "tokens", "val_loss then"],
             [[e["trial_id"], e["group"], e["seed"], f"{e['steps']}/{e['max_steps']}",
-              _pct(e["budget_fraction"]), _count(e["tokens_seen"]), _num(e["val_loss_at_stop"])]
+              pct(e["budget_fraction"]), count(e["tokens_seen"]), num(e["val_loss_at_stop"])]
              for e in stopped],
             limit)
     for failed in summary.get("failed") or []:
@@ -72,15 +75,16 @@ def format_ranking(
     if comparison and comparison.get("arms"):
         lines.append(
             f"against the baseline {comparison['by']}={comparison['baseline']} "
-            f"at {_count(comparison['tokens'])} tokens"
+            f"at {count(comparison['tokens'])} tokens"
         )
         for arm in comparison["arms"]:
             if arm.get("baseline"):
                 continue
-            diff, pct = arm.get("difference"), arm.get("improvement_pct")
+            diff, percent = arm.get("difference"), arm.get("improvement_pct")
             change = "-" if diff is None else f"{diff:+.4f} {summary.get('metric')}"
-            if pct is not None:
-                change += f" ({pct:.2f}% better)" if pct >= 0 else f" ({-pct:.2f}% worse)"
+            if percent is not None:
+                change += (f" ({percent:.2f}% better)" if percent >= 0
+                           else f" ({-percent:.2f}% worse)")
             n_base = next((a["n"] for a in comparison["arms"] if a.get("baseline")), 0)
             lines.append(f"  {arm['arm']}: {change}, n={arm['n']} vs {n_base}: {arm['verdict']}")
         lines.append("")
@@ -88,7 +92,7 @@ def format_ranking(
     if importance.get("importances"):
         budget = importance.get("budget") or {}
         where = (f"{importance['n_trials']} trials at the ASHA rung "
-                 f"{budget['time_attr']} = {_count(budget['at'])}" if budget.get("level") == "rung"
+                 f"{budget['time_attr']} = {count(budget['at'])}" if budget.get("level") == "rung"
                  else f"{importance['n_trials']} completed trials")
         shares = ", ".join(f"{k} {v:.2f}" for k, v in importance["importances"].items())
         lines += [f"importance (PED-ANOVA, {where}): {shares}", ""]
@@ -103,54 +107,74 @@ def format_ranking(
     if best:
         spread = f" +/- {best['std']:.4f}" if best.get("std") is not None else ""
         which = "the search's best configuration" if confirm else "best configuration"
-        lines.append(f"{which}: {best['group']}: {_num(best['mean'])}{spread} (n={best['n']})")
+        lines.append(f"{which}: {best['group']}: {num(best['mean'])}{spread} (n={best['n']})")
         if best.get("note"):
             lines.append(f"  note: {best['note']}")
         lines.append(f"  re-run it alone: {best['command']}")
     if confirm:
-        from analysis.confirm import format_confirm
-
         lines += ["", *format_confirm(confirm, summary.get("metric"))]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _titled_table(title: str, header: list[str], rows: list[list[Any]], limit: int, *,
-                  more: bool = True) -> list[str]:
-    """A title, the first ``limit`` rows as a table, a line for the rest, a blank line."""
-    lines = [title, *_table(header, rows[:limit])]
-    if more and len(rows) > limit:
-        lines.append(f"... {len(rows) - limit} more in summary.json")
-    return [*lines, ""]
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [header] + [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    numeric = [all(_is_number(row[i]) for row in cells[1:]) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)
-        ).rstrip()
-
-    return [line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.rstrip("%").replace(",", ""))
-    except ValueError:
-        return text == "-"
-    return True
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _count(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+def format_confirm(section: dict[str, Any], metric: str | None = None) -> list[str]:
+    """The confirmed table, the comparisons and the winner's re-run command, as lines."""
+    metric = metric or section.get("metric")
+    arms = section.get("arms") or []
+    lines = [
+        f"confirmation: {len(arms)} arm(s) re-run with fresh seeds "
+        f"({metric}, {'lower' if section.get('mode') == 'min' else 'higher'} is better)"
+    ]
+    rows = []
+    for a in arms:
+        rows.append([
+            a.get("confirmed_rank") or "base",
+            a["arm"],
+            f"{a['n']}" + (f" ({a['n_failed']} failed)" if a.get("n_failed") else ""),
+            num(a["mean"]),
+            "-" if a["ci95"] is None else f"[{a['ci95'][0]:.4f}, {a['ci95'][1]:.4f}]",
+            num(a.get("search_value")),
+            "-" if a.get("optimism") is None else f"{a['optimism']:+.4f}",
+            "-" if a.get("p_best") is None else f"{100 * a['p_best']:.0f}%",
+            a.get("vs_leader") or ("leader" if a["arm"] == section.get("leader") else "-"),
+            a.get("vs_baseline") or "-",
+        ])
+    lines += text_table(
+        ["#", "configuration", "n", "mean", "95% CI", "search", "optimism", "P(best)",
+         "vs leader", "vs baseline"],
+        rows,
+    )
+    for c in section.get("comparisons") or []:
+        effect = "-" if c["effect"] is None else f"{c['effect']:+.4f}"
+        ci = "" if c["effect_ci95"] is None else (
+            f" [{c['effect_ci95'][0]:+.4f}, {c['effect_ci95'][1]:+.4f}]")
+        p = "" if c["p_holm"] is None else f", p={c['p_value']:.2g}, Holm p={c['p_holm']:.2g}"
+        why = f" ({c['reason']})" if c.get("reason") else ""
+        lines.append(
+            f"  {c['arm']} vs {c['against_role']} {c['against']}: {effect}{ci} "
+            f"({c['test']}, n={c['n'][0]} vs {c['n'][1]}{p}): {c['verdict']}{why}"
+        )
+    curse = section.get("winners_curse") or {}
+    if curse.get("mean_optimism") is not None:
+        rho = curse.get("spearman")
+        lines.append(
+            f"winner's curse: the search was {curse['mean_optimism']:+.4f} {metric} optimistic "
+            "on average (search value vs confirmed mean)"
+            + ("" if rho is None else f"; rank correlation search vs confirmed: {rho:+.2f}")
+        )
+    missing = section.get("not_counted") or []
+    if missing:
+        lines.append(f"not counted: {len(missing)} confirmation trial(s) did not finish ("
+                     + ", ".join(f"{m['trial_id']} {m['status']}" for m in missing[:5])
+                     + (", ..." if len(missing) > 5 else "") + ")")
+    winner = section.get("winner")
+    if winner:
+        lines.append(
+            f"confirmed winner: {winner['arm']}: {num(winner['mean'])} "
+            f"(n={winner['n']}, 95% CI "
+            + ("-" if winner["ci95"] is None
+               else f"[{winner['ci95'][0]:.4f}, {winner['ci95'][1]:.4f}]") + ")"
+        )
+        if winner.get("note"):
+            lines.append(f"  note: {winner['note']}")
+        lines.append(f"  re-run it alone: {winner['command']}")
+    return lines

@@ -5,35 +5,42 @@ over seeds (with n, std and a 95% t-interval); trials stopped early by the sched
 apart with the budget they reached and are never ranked with finished ones. Searched numeric
 parameters whose best value sits in the outer 10% of their range get a ``range_warnings``
 entry (``analysis.ranges``); with a confirmation stage the ``confirm`` section holds its
-statistics (``analysis.confirm``) and ``best_config.yaml`` is the confirmed winner.
+statistics (``analysis.confirm``) and ``best_config.yaml`` is the confirmed winner. The
+``asha`` section is ASHA's rung table (``analysis.rungs``); ``comparison`` the arms of a
+``compare:`` campaign (``analysis.comparison``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import os
 import platform
-import shlex
 import socket
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
+from analysis.comparison import compare_arms
 from analysis.confirm import confirm_section
-from analysis.importance import asha_rungs, param_importance
+from analysis.importance import param_importance
 from analysis.io import to_jsonable
 from analysis.load import Experiment
+from analysis.location import output_path, train_command
 from analysis.ranges import CONTINUOUS, range_warnings, search_space
+from analysis.ranking import params_of, rank_configs, scalar, sort_key, sorted_trials
+from analysis.rungs import asha_section, rungs_below_max_t, time_attr
 from analysis.schema import SCHEMA_VERSION, STATUSES
-from analysis.stats import describe, verdict, welch
+from analysis.stats import describe
 from ngpt_tune.config import nest_dotted
-from ngpt_tune.experiment import BEST_CONFIG_FILE, SEARCH_BEST_CONFIG_FILE
+from ngpt_tune.experiment import (
+    BEST_CONFIG_FILE,
+    DEFAULT_METRIC,
+    SEARCH_BEST_CONFIG_FILE,
+    final_column,
+)
 from ngpt_tune.provenance import git_commit, package_versions
 
-METRIC_COLUMN = "final_val_loss"  # the default; a campaign's own is Experiment.metric_column
 MAX_CATEGORIES = 6  # a numeric parameter with more distinct values is binned
 N_BINS = 4
 FLOPS_NOTE = "6 N per token plus 12 n_layer n_embd block_size for attention (ngpt_tune.flops)"
@@ -51,13 +58,13 @@ def summarize(experiment: Experiment, *, confirmation: Experiment | None = None)
     campaign = exp.campaign
     minimize = exp.mode == "min"
     column = exp.metric_column  # final_val_loss, or final_train_loss for `metric: train_loss`
-    done = _sorted(trials[trials["status"] == "completed"], minimize, column)
+    done = sorted_trials(trials[trials["status"] == "completed"], minimize, column)
     configs = rank_configs(done, exp.search_keys, minimize, column=column)
     best = best_configuration(exp, configs, done)
     confirm = None if confirmation is None else confirm_section(exp, confirmation)
     if best is not None and confirm is not None and confirm.get("winner"):
-        path = _output_path(exp, SEARCH_BEST_CONFIG_FILE)  # best_config.yaml: the winner's
-        best.update(config_path=path, command=f"python -m ngpt_tune train {shlex.quote(path)}")
+        path = output_path(exp, SEARCH_BEST_CONFIG_FILE)  # best_config.yaml: the winner's
+        best.update(config_path=path, command=train_command(path))
     space = search_space(campaign)
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -96,10 +103,11 @@ def summarize(experiment: Experiment, *, confirmation: Experiment | None = None)
             metric_column=column,
             mode=exp.mode,
             history=exp.history,
-            rungs=asha_rungs(campaign),
-            time_attr=campaign.get("time_attr") or "tokens_seen",
+            rungs=rungs_below_max_t(campaign),
+            time_attr=time_attr(campaign),
             metric=exp.metric,
         ),
+        "asha": asha_section(exp),
         "confirm": confirm,
         "seed_groups": [c for c in configs if c["n"] >= 2],
         "comparison": compare_arms(exp, campaign.get("compare")),
@@ -114,29 +122,6 @@ def summarize(experiment: Experiment, *, confirmation: Experiment | None = None)
     return to_jsonable(summary)
 
 
-def rank_configs(done: pd.DataFrame, keys: list[str], minimize: bool, *,
-                 column: str = METRIC_COLUMN) -> list[dict[str, Any]]:
-    """Configurations (trials equal up to the seed) ranked on the mean of the metric
-    (the trials' ``column``)."""
-    entries = []
-    for config_id, group in done.groupby("config_id", sort=False):
-        stats = describe(group[column].tolist())
-        entries.append(
-            {
-                "group": group["group"].iloc[0],
-                "config_id": config_id,
-                "params": _params(group.iloc[0], keys),
-                **stats,
-                "seeds": [_scalar(s) for s in group["seed"]],
-                "trial_ids": group["trial_id"].tolist(),
-            }
-        )
-    entries.sort(key=lambda e: _sort_key(e["mean"], minimize))
-    for rank, entry in enumerate(entries, start=1):
-        entry["rank"] = rank
-    return [{"rank": e.pop("rank"), **e} for e in entries]
-
-
 def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame) -> dict | None:
     """The best configuration (on the mean over seeds) and the command that re-runs it alone."""
     if not configs:
@@ -149,10 +134,10 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
     note = None
     if config is None:
         config = nest_dotted(
-            {k: _scalar(trial[k]) for k in exp.search_keys if k in trial and "." in k}
+            {k: scalar(trial[k]) for k in exp.search_keys if k in trial and "." in k}
         )
         note = "no provenance.json: best_config.yaml holds the searched values only"
-    config_path = _output_path(exp, BEST_CONFIG_FILE)
+    config_path = output_path(exp, BEST_CONFIG_FILE)
     best = {
         "group": top["group"],
         "config_id": top["config_id"],
@@ -162,13 +147,13 @@ def best_configuration(exp: Experiment, configs: list[dict], done: pd.DataFrame)
         "std": top["std"],
         "ci95": top["ci95"],
         "trial_id": trial_id,
-        "seed": _scalar(trial["seed"]),
+        "seed": scalar(trial["seed"]),
         "final_val_loss": trial["final_val_loss"],
         "metric": exp.metric,
         "value": trial[exp.metric_column],  # that trial's; the configuration's is "mean"
         "config": config,
         "config_path": config_path,
-        "command": f"python -m ngpt_tune train {shlex.quote(config_path)}",
+        "command": train_command(config_path),
         "note": note,
     }
     leader = done.iloc[0]
@@ -187,7 +172,7 @@ def parameter_effects(
     minimize: bool,
     *,
     space: dict[str, dict[str, Any]] | None = None,
-    column: str = METRIC_COLUMN,
+    column: str = final_column(DEFAULT_METRIC),
 ) -> dict[str, Any]:
     """Per searched parameter: the metric of completed trials by value, or, for a continuous
     parameter (a uniform / loguniform / quniform search, else more than ``MAX_CATEGORIES``
@@ -213,9 +198,9 @@ def parameter_effects(
                 )
         else:
             for value, part in rows.groupby(key, sort=True):
-                buckets.append({"value": _scalar(value), **describe(part[column].tolist())})
+                buckets.append({"value": scalar(value), **describe(part[column].tolist())})
         ranked = [b for b in buckets if b["mean"] is not None]
-        top = min(ranked, key=lambda b: _sort_key(b["mean"], minimize)) if ranked else None
+        top = min(ranked, key=lambda b: sort_key(b["mean"], minimize)) if ranked else None
         effects[key] = {
             "kind": "continuous" if continuous else "categorical",
             "dist": dist,
@@ -231,8 +216,6 @@ def parameter_effects(
 def rank_trend(values: pd.Series, metric: pd.Series) -> dict[str, Any] | None:
     """Spearman's rank correlation of the metric with a continuous parameter (scale-free, so
     the same for log and linear axes): ``{"spearman", "p_value", "n"}``, ``None`` under 3."""
-    from scipy.stats import spearmanr
-
     x, y = values.astype(float).to_numpy(), metric.astype(float).to_numpy()
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -240,89 +223,6 @@ def rank_trend(values: pd.Series, metric: pd.Series) -> dict[str, Any] | None:
         return None
     result = spearmanr(x, y)
     return {"spearman": float(result.statistic), "p_value": float(result.pvalue), "n": len(x)}
-
-
-def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None:
-    """Each arm against the baseline arm at equal tokens, with Welch's t-test.
-
-    An arm is the completed trials sharing a value of ``compare["by"]``; where an arm holds
-    several configurations (other searched keys vary), its best one on the mean is used.
-    """
-    if not compare:
-        return None
-    by, baseline = compare.get("by"), compare.get("baseline")
-    out: dict[str, Any] = {"by": by, "baseline": baseline, "tokens": None, "arms": [], "note": None}
-    done = exp.completed()
-    if by not in done or done.empty:
-        out["note"] = f"no completed trials with a '{by}' value"
-        return out
-    if done["tokens_seen"].isna().any():
-        out["note"] = "completed trials without tokens_seen: cannot compare at equal tokens"
-        return out
-    tokens = int(done["tokens_seen"].min())
-    out["tokens"] = tokens
-    at_tokens = {t: value_at_tokens(exp.history, t, tokens) for t in done["trial_id"]}
-    done = done.assign(_at=done["trial_id"].map(at_tokens))
-    minimize = exp.mode == "min"
-    chosen, notes = {}, []
-    for arm, rows in done.groupby(done[by].astype(str), sort=True):
-        per_config = rows.groupby("config_id")["_at"].mean()
-        if len(per_config) > 1:
-            pick = per_config.idxmin() if minimize else per_config.idxmax()
-            notes.append(f"arm {arm}: best of {len(per_config)} configurations (optimistic)")
-            rows = rows[rows["config_id"] == pick]
-        chosen[arm] = rows
-    if str(baseline) not in chosen:
-        out["note"] = f"baseline {by}={baseline} has no completed trial"
-        return out
-    base = chosen[str(baseline)]["_at"].tolist()
-    base_stats = describe(base)
-    arms = [str(baseline), *(a for a in chosen if a != str(baseline))]
-    for arm in arms:
-        rows = chosen[arm]
-        values = rows["_at"].tolist()
-        stats = describe(values)
-        entry = {
-            "arm": arm,
-            "group": rows["group"].iloc[0],
-            **stats,
-            "baseline": arm == str(baseline),
-        }
-        if arm != str(baseline):
-            diff = None
-            if stats["mean"] is not None and base_stats["mean"] is not None:
-                diff = stats["mean"] - base_stats["mean"]
-            gain = None if diff is None else (-diff if minimize else diff)
-            test = welch(values, base)
-            entry.update(
-                difference=diff,
-                improvement=gain,
-                improvement_pct=None
-                if gain is None or not base_stats["mean"]
-                else 100 * gain / abs(base_stats["mean"]),
-                test=test["test"],
-                p_value=test["p_value"],
-                verdict=verdict(
-                    diff,
-                    test["p_value"],
-                    n=(stats["n"], base_stats["n"]),
-                    better="lower" if minimize else "higher",
-                ),
-            )
-        out["arms"].append(entry)
-    out["note"] = "; ".join(notes) or None
-    return out
-
-
-def value_at_tokens(history: pd.DataFrame, trial_id: str, tokens: int) -> float:
-    """val_loss of ``trial_id`` at ``tokens`` (linear between reports, exact on a report)."""
-    rows = history[(history["trial_id"] == trial_id) & history["tokens_seen"].notna()]
-    rows = rows.sort_values("tokens_seen")
-    x = rows["tokens_seen"].to_numpy(dtype=float)
-    y = rows["val_loss"].to_numpy(dtype=float)
-    if len(x) == 0 or tokens > x[-1]:
-        return math.nan
-    return float(np.interp(tokens, x, y))
 
 
 def compute(trials: pd.DataFrame) -> dict[str, Any]:
@@ -358,16 +258,16 @@ def _trial_entry(exp: Experiment, row: pd.Series, *, rank: int | None = None) ->
         {
             "trial_id": row["trial_id"],
             "group": row["group"],
-            "seed": _scalar(row["seed"]),
+            "seed": scalar(row["seed"]),
             "value": row[exp.metric_column],  # the campaign's metric, last report
             "final_val_loss": row["final_val_loss"],
             "best_val_loss": row["best_val_loss"],
-            "steps": _scalar(row["steps"]),
-            "max_steps": _scalar(row["max_steps"]),
-            "tokens_seen": _scalar(row["tokens_seen"]),
+            "steps": scalar(row["steps"]),
+            "max_steps": scalar(row["max_steps"]),
+            "tokens_seen": scalar(row["tokens_seen"]),
             "tokens_per_s": row["tokens_per_s"],
             "wall_time_s": row["wall_time_s"],
-            "params": _params(row, exp.search_keys),
+            "params": params_of(row, exp.search_keys),
         }
     )
     return entry
@@ -398,11 +298,11 @@ def _failed(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
             "trial_id": r["trial_id"],
             "status": r["status"],
             "group": r["group"],
-            "seed": _scalar(r["seed"]),
-            "steps": _scalar(r["steps"]),
-            "error": _scalar(r["error"]),
-            "failures": _scalar(r["failures"]),
-            "params": _params(r, exp.search_keys),
+            "seed": scalar(r["seed"]),
+            "steps": scalar(r["steps"]),
+            "error": scalar(r["error"]),
+            "failures": scalar(r["failures"]),
+            "params": params_of(r, exp.search_keys),
         }
         for _, r in rows.iterrows()
     ]
@@ -416,8 +316,8 @@ def _retried(trials: pd.DataFrame) -> list[dict[str, Any]]:
         {
             "trial_id": r["trial_id"],
             "status": r["status"],
-            "failures": _scalar(r["failures"]),
-            "last_error": _scalar(r["error"]),
+            "failures": scalar(r["failures"]),
+            "last_error": scalar(r["error"]),
         }
         for _, r in rows.iterrows()
     ]
@@ -430,37 +330,6 @@ def _dates(campaign: dict[str, Any], trials: pd.DataFrame) -> dict[str, Any]:
         "first_trial_started": started.min().isoformat() if len(started) else None,
         "last_report": ended.max().isoformat() if len(ended) else None,
     }
-
-
-def _sorted(frame: pd.DataFrame, minimize: bool, column: str = METRIC_COLUMN) -> pd.DataFrame:
-    key = frame[column].map(lambda v: _sort_key(v, minimize))
-    order = sorted(range(len(frame)), key=lambda i: (key.iloc[i], frame["trial_id"].iloc[i]))
-    return frame.iloc[order]
-
-
-def _sort_key(value: Any, minimize: bool) -> tuple[int, float]:
-    """Finite values first, best first; non-finite and missing values last."""
-    if value is None or not math.isfinite(value):
-        return (1, 0.0)
-    return (0, value if minimize else -value)
-
-
-def _params(row: pd.Series, keys: list[str]) -> dict[str, Any]:
-    return {k: _scalar(row[k]) for k in keys if k in row.index}
-
-
-def _scalar(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _output_path(exp: Experiment, name: str) -> str:
-    if exp.location is not None and exp.location.uri:
-        return f"{exp.location.uri}/{name}"
-    return str(Path(os.path.abspath(exp.path)) / name)
 
 
 def _now() -> str:

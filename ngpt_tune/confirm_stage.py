@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.confirm import fresh_seeds, select_candidates
+from analysis.candidates import fresh_seeds, select_candidates
 from analysis.load import load_experiment
 from ngpt_tune.errors import ConfigError, NgptTuneError
 from ngpt_tune.experiment import CONFIRM_ARM_KEY, CONFIRM_DIR, SEED_KEY, VARIANT_KEY

@@ -29,7 +29,7 @@ from analysis_fixtures import (
 from scipy import stats as sps
 
 from analysis import format_ranking, load_experiment, summarize, write_outputs
-from analysis.summary import value_at_tokens
+from analysis.comparison import value_at_tokens
 from ngpt_tune.config import Config, ModelConfig
 from ngpt_tune.flops import flops_per_token
 
@@ -403,7 +403,7 @@ def test_without_confirmation_best_config_is_the_searchs(alpha_lr):
 
 
 def test_candidates_and_fresh_seeds_for_a_confirmation_stage(alpha_lr):
-    from analysis.confirm import fresh_seeds, select_candidates
+    from analysis.candidates import fresh_seeds, select_candidates
 
     exp = load_experiment(alpha_lr)
     top = select_candidates(exp, 2)

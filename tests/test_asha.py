@@ -37,3 +37,19 @@ def test_recorded_rungs_new_and_legacy_records():
     # a legacy record without the factor: the spec's default (2), not Ray's 3
     assert recorded_rungs({"asha_budgets": [10, 40], "spec": {}}) == [10, 20, 40]
     assert recorded_rungs({"asha_budgets": None}) is None
+
+
+def test_legacy_records_give_ray_s_rungs():
+    """A record from before ``scheduler.rungs`` (``asha_budgets`` and the spec's factor):
+    the rungs of Ray's own scheduler, max_t included where Ray counts it."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    for grace, max_t, rf in ((6, 24, 2), (40, 120, 2), (1000, 81000, 3), (5, 7, 3)):
+        campaign = {"asha_budgets": [grace, max_t],
+                    "spec": {"scheduler": {"reduction_factor": rf}}}
+        ray_asha = AsyncHyperBandScheduler(time_attr="step", metric="val_loss", mode="min",
+                                           grace_period=grace, max_t=max_t,
+                                           reduction_factor=rf)
+        milestones = sorted(m for m, _ in ray_asha._brackets[0]._rungs)
+        assert recorded_rungs(campaign) == pytest.approx(milestones)
+    assert recorded_rungs({"asha_budgets": None}) is None  # was [] from the page's own copy

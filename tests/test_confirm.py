@@ -17,12 +17,13 @@ import pytest
 import yaml
 from campaign_helpers import results, run, trial_dirs, write_spec
 
-from analysis.confirm import ARM_COLUMN, CONFIRM_DIR
+import analysis.confirm
 from analysis.load import load_experiment
 from ngpt_tune.__main__ import main
 from ngpt_tune.campaign import confirm_campaign
 from ngpt_tune.confirm_stage import confirm_settings
 from ngpt_tune.errors import ConfigError
+from ngpt_tune.experiment import CONFIRM_DIR
 from ngpt_tune.request import build_spec
 from ngpt_tune.runner import RunOptions
 from ngpt_tune.smoke import smoke_version
@@ -102,7 +103,7 @@ def test_the_section_validates_and_smoke_shrinks_it(tmp_path, capsys):
     spec = load_spec(path)
     small = smoke_version(spec).confirm
     assert (small.top_k, small.seeds, small.baseline) == (2, 2, {"variant": "plain"})
-    assert CONFIRM_ARM_KEY == ARM_COLUMN  # the label the analysis reads the arm from
+    assert analysis.confirm.CONFIRM_ARM_KEY == CONFIRM_ARM_KEY  # the label the analysis reads
     # a trial's arm label is not a config key
     assert spec.resolve({CONFIRM_ARM_KEY: "x", "optim.lr": 2e-3}).optim.lr == 2e-3
 

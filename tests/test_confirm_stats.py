@@ -1,4 +1,4 @@
-"""analysis.confirm: the confirmation statistics against values computed by hand."""
+"""analysis.confirm_stats: the confirmation statistics against values computed by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis.confirm import compare_runs, confirm_stats, format_confirm
+from analysis.confirm_stats import compare_runs, confirm_stats
+from analysis.report import format_confirm
 
 T975 = {2: 4.302652729911275}  # Student's t, 97.5% quantile, from a printed table
 

@@ -11,15 +11,8 @@ import pytest
 from analysis_fixtures import make_alpha_lr, make_compare
 
 from analysis import load_experiment, summarize, write_outputs
-from analysis.html_report import (
-    REPORT_FILE,
-    asha_rungs,
-    is_log,
-    render_report,
-    rung_table,
-    search_distributions,
-    write_report,
-)
+from analysis.html_report import REPORT_FILE, render_report, write_report
+from analysis.ranges import is_log, search_distributions
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)
@@ -92,36 +85,11 @@ def test_loguniform_parameters_get_a_log_axis(tmp_path):
     assert is_log("loguniform(0.0001, 0.01)") and not is_log("uniform(0.05, 0.5)")
 
 
-def test_asha_rungs_are_ray_s_rungs():
-    from ray.tune.schedulers import AsyncHyperBandScheduler
-
-    for grace, max_t, rf in ((6, 24, 2), (40, 120, 2), (1000, 81000, 3), (5, 7, 3)):
-        campaign = {"asha_budgets": [grace, max_t],
-                    "spec": {"scheduler": {"reduction_factor": rf}}}
-        ray_asha = AsyncHyperBandScheduler(time_attr="step", metric="val_loss", mode="min",
-                                           grace_period=grace, max_t=max_t,
-                                           reduction_factor=rf)
-        milestones = sorted(m for m, _ in ray_asha._brackets[0]._rungs)
-        assert asha_rungs(campaign) == pytest.approx(milestones)
-    assert asha_rungs({"asha_budgets": None}) == []
-
-
-def test_rung_table_counts_the_trials_at_each_rung(tmp_path):
-    """alpha_lr reports every 100 steps to 400: c0 stops at 200, d0 diverges at 200."""
-    exp = load_experiment(make_alpha_lr(tmp_path / "alpha_lr"))
-    rows = rung_table(exp, [100.0, 200.0, 400.0], "step")
-    assert [r["reached"] for r in rows] == [9, 9, 7]
-    assert [r["stopped_here"] for r in rows] == [0, 1, 0]  # c0, stopped at step 200
-    assert rows[0]["continued"] == 9 and rows[1]["continued"] == 7
-    assert rows[2]["best"] == pytest.approx(6.55) and rows[2]["best_trial"] == "b0"
-    assert rows[1]["best"] == pytest.approx(6.50)  # c0 at its stop, below every finisher
-
-
 def test_confirm_section_is_rendered_when_present(alpha_lr):
     """The confirmation stage's section, as analysis.confirm computes it, with its verdicts."""
     import pandas as pd
 
-    from analysis.confirm import confirm_stats
+    from analysis.confirm_stats import confirm_stats
 
     exp = load_experiment(alpha_lr)
     summary = summarize(exp)
