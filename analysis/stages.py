@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ngpt_tune.experiment import (
+    CONFIRM_DIR,
     RESULT_FILE,
+    STAGES_KEY,
     SUMMARY_FILE,
     TRIAL_PREFIX,
     Stage,
@@ -53,6 +55,9 @@ class CampaignView:
             if other.kind == "confirmation" and other.of == stage.name and has_trials(
                     self.path(other)):
                 return self.path(other)
+        legacy = self.path(stage) / CONFIRM_DIR  # a record from before the stage list
+        if STAGES_KEY not in self.record and has_trials(legacy):
+            return legacy
         return None
 
 
