@@ -3,7 +3,11 @@
 An experiment folder is Ray Tune's ``storage_path/name``. The runner, the trainable and
 ``analysis/`` read and write it through the names below, and nothing else::
 
-    campaign.json             the campaign record (:func:`write_campaign`, before any trial)
+    campaign.json             the campaign record (:func:`write_campaign`, before any trial):
+                              the request that rebuilds the spec, and the stage list
+                              (:class:`Stage`), the one record of where the campaign is
+    confirm/, rung<i>/, target/  a stage's own experiment folder, with a campaign.json
+                              that points back (``campaign_root``)
     experiment_state-*.json   Tune's own state: each trial's final status and failure count
     trial_<id>/               one per trial (:func:`trial_dirname`):
         params.json             the searched values (Tune)
@@ -20,17 +24,13 @@ Nothing here imports Ray or torch.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from ngpt_tune.errors import NgptTuneError
 from ngpt_tune.files import is_remote, join, list_folders, local_path, read_file, write_file
-
-if TYPE_CHECKING:
-    from ngpt_tune.spec import CampaignSpec
 
 # ---- file names ---------------------------------------------------------------------------
 CAMPAIGN_FILE = "campaign.json"
@@ -118,34 +118,8 @@ def trial_reports(experiment: str | os.PathLike) -> dict[str, list[dict[str, Any
     return out
 
 
-# ---- the campaign record ------------------------------------------------------------------
-def campaign_record(spec: CampaignSpec, *, request: dict[str, Any], command: str,
-                    provenance: dict[str, Any]) -> dict[str, Any]:
-    """What ``campaign.json`` holds: the request that rebuilds the spec (``resume``), the spec as
-    run, and what the analysis needs (metric, mode, searched keys, budgets, provenance)."""
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "spec_path": spec.source,
-        "spec": spec.to_dict(),
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "search_keys": spec.search_keys,
-        "seed_key": SEED_KEY,
-        "compare": None if spec.compare is None else {"by": spec.compare.by,
-                                                      "baseline": spec.compare.baseline},
-        "time_attr": spec.scheduler.time_attr,
-        "asha_budgets": spec.asha_budgets() if spec.scheduler.name == "asha" else None,
-        "max_steps": spec.max_steps(),
-        "trial_count": spec.trial_count(),
-        "smoke": spec.smoke,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance,
-        "command": command,
-        "request": request,
-    }
-
-
+# ---- the campaign record and its stage list -------------------------------------------------
+# (what the record holds: ngpt_tune.request.campaign_record)
 # ---- the stage list: where a campaign is ---------------------------------------------------
 STAGES_KEY = "stages"  # campaign.json: the ordered stages, each a :class:`Stage` record
 STATUSES = ("pending", "running", "interrupted", "done")
