@@ -65,24 +65,21 @@ def checkpoint_index(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def older_checkpoints(checkpoint: Any) -> list[Any]:
-    """Tune checkpoints in the same trial folder as ``checkpoint``, older ones, newest first.
+def older_checkpoints(path: str, filesystem: Any) -> list[str]:
+    """The checkpoint folders in the same trial folder as the one at ``path``, older ones,
+    newest first. ``filesystem`` is a pyarrow filesystem (a Tune checkpoint's), so this works
+    on local folders and on s3:// or gs:// storage alike."""
+    import pyarrow.fs  # pyarrow only where a trial resumes
 
-    ``checkpoint`` is a ``ray.tune.Checkpoint`` (its ``path`` and pyarrow ``filesystem``, so
-    this works on local folders and on s3:// or gs:// storage alike).
-    """
-    import pyarrow.fs
-    from ray import tune
-
-    newest = checkpoint_index(checkpoint.path)
+    newest = checkpoint_index(path)
     if newest is None:
         return []
-    parent = checkpoint.path.rstrip("/").rpartition("/")[0]
+    parent = path.rstrip("/").rpartition("/")[0]
     try:
-        infos = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
     except OSError:
         return []
     older = [(checkpoint_index(info.base_name), info.path) for info in infos
              if info.type == pyarrow.fs.FileType.Directory]
-    older = sorted(((i, p) for i, p in older if i is not None and i < newest), reverse=True)
-    return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in older]
+    return [p for i, p in sorted(((i, p) for i, p in older if i is not None and i < newest),
+                                 reverse=True)]

@@ -76,7 +76,9 @@ def test_older_checkpoints_are_listed_newest_first(tmp_path):
     for i in (0, 1, 3, 4):
         (tmp_path / f"checkpoint_{i:06d}").mkdir()
     (tmp_path / "checkpoint_tmp123").mkdir()  # Tune's own staging folder: not a checkpoint
-    older = older_checkpoints(tune.Checkpoint(str(tmp_path / "checkpoint_000003")))
-    assert [checkpoint_index(c.path) for c in older] == [1, 0]
+    newest = tune.Checkpoint(str(tmp_path / "checkpoint_000003"))
+    older = older_checkpoints(newest.path, newest.filesystem)
+    assert [checkpoint_index(p) for p in older] == [1, 0]
     shutil.rmtree(tmp_path / "checkpoint_000000")
-    assert older_checkpoints(tune.Checkpoint(str(tmp_path / "checkpoint_000001"))) == []
+    oldest = tune.Checkpoint(str(tmp_path / "checkpoint_000001"))
+    assert older_checkpoints(oldest.path, oldest.filesystem) == []

@@ -59,6 +59,7 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
         return
     with contextlib.ExitStack() as stack:
         # the latest checkpoint, then (only if it cannot be read) the older ones, newest first
-        folders = (Path(stack.enter_context(c.as_directory()))
-                   for c in [checkpoint, *older_checkpoints(checkpoint)])
+        older = [tune.Checkpoint(path, filesystem=checkpoint.filesystem)
+                 for path in older_checkpoints(checkpoint.path, checkpoint.filesystem)]
+        folders = (Path(stack.enter_context(c.as_directory())) for c in [checkpoint, *older])
         fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every)
