@@ -60,15 +60,11 @@ def draw_ci(data: dict[str, Any]) -> Any:
     """Each configuration's mean (diamond), 95% CI (bar) and seeds (dots), the best on top."""
     rows = data["rows"]
     fig, ax = figure(9.0, 0.9 + 0.36 * len(rows))
-    for i, row in enumerate(rows):
-        y = len(rows) - 1 - i  # the best on top
+    for y, row in top_down(rows):  # the best on top
         color = PALETTE["best"] if row["best"] else PALETTE["other"]
-        if row.get("ci95"):
-            ax.plot(list(row["ci95"][:2]), [y, y], color=color, lw=2)
-        ax.scatter(row["seeds"], [y] * len(row["seeds"]), s=14, color=PALETTE["seeds"],
-                   zorder=2)
-        ax.scatter([row["mean"]], [y], s=42, color=color, zorder=3, marker="D")
-    ax.set_yticks(range(len(rows)), [short(r["label"], 48) for r in rows][::-1], fontsize=8)
+        interval_row(ax, y, row.get("ci95"), row["seeds"], row["mean"], color=color,
+                     point_size=14, mean_size=42)
+    label_rows(ax, rows)
     ax.set_xlabel(data["xlabel"])
     ax.grid(axis="x", alpha=0.25)
     return fig
@@ -78,18 +74,15 @@ def draw_confirm(data: dict[str, Any]) -> Any:
     """Each confirmed arm's mean with its 95% CI and runs, beside the search's value."""
     arms = data["arms"]
     fig, ax = figure(9.0, 0.9 + 0.42 * len(arms))
-    for i, arm in enumerate(arms):
-        y = len(arms) - 1 - i  # the confirmed leader on top
-        if arm.get("ci95"):
-            ax.plot(list(arm["ci95"][:2]), [y, y], color=PALETTE["best"], lw=2)
-        ax.scatter(arm["values"], [y] * len(arm["values"]), s=12, color=PALETTE["seeds"],
-                   zorder=2)
-        ax.scatter([arm["mean"]], [y], marker="D", s=40, color=PALETTE["best"], zorder=3,
-                   label="confirmed mean, 95% CI" if i == 0 else None)
+    for y, arm in top_down(arms):  # the confirmed leader on top
+        first = y == len(arms) - 1
+        interval_row(ax, y, arm.get("ci95"), arm["values"], arm["mean"],
+                     color=PALETTE["best"], point_size=12, mean_size=40,
+                     label="confirmed mean, 95% CI" if first else None)
         if arm.get("search_value") is not None:
             ax.scatter([arm["search_value"]], [y], marker="o", s=40, color=PALETTE["stopped"],
-                       zorder=3, label="search value" if i == 0 else None)
-    ax.set_yticks(range(len(arms)), [short(a["label"], 48) for a in arms][::-1], fontsize=8)
+                       zorder=3, label="search value" if first else None)
+    label_rows(ax, arms)
     metric = data["metric"]
     ax.set(xlabel=metric, title=f"confirmation: {metric} with fresh seeds vs the search")
     ax.grid(axis="x", alpha=0.25)
@@ -137,6 +130,27 @@ def draw_importance(importances: dict[str, float]) -> Any:
     ax.barh(names, [importances[n] for n in names], color=PALETTE["best"])
     ax.set(xlabel="importance (PED-ANOVA, share)", title="parameter importance")
     return fig
+
+
+def top_down(rows: list[dict]) -> list[tuple[int, dict]]:
+    """Each row with its height on the y axis, the first row on top."""
+    return [(len(rows) - 1 - i, row) for i, row in enumerate(rows)]
+
+
+def label_rows(ax: Any, rows: list[dict]) -> None:
+    """The y axis's labels: each row's ``label``, the first row on top (see :func:`top_down`)."""
+    ax.set_yticks(range(len(rows)), [short(r["label"], 48) for r in rows][::-1], fontsize=8)
+
+
+def interval_row(ax: Any, y: float, ci95: Any, points: list[float], mean: float, *,
+                 color: str, point_size: float, mean_size: float,
+                 label: str | None = None) -> None:
+    """One row at height ``y``: the 95% CI (bar, if any), the points (dots), the mean
+    (diamond)."""
+    if ci95:
+        ax.plot(list(ci95[:2]), [y, y], color=color, lw=2)
+    ax.scatter(points, [y] * len(points), s=point_size, color=PALETTE["seeds"], zorder=2)
+    ax.scatter([mean], [y], marker="D", s=mean_size, color=color, zorder=3, label=label)
 
 
 def figure(width: float, height: float) -> tuple[Any, Any]:

@@ -29,8 +29,9 @@ import time
 
 import torch
 
+from ngpt_tune.compiling import use_compile_cache
 from ngpt_tune.config import Config
-from ngpt_tune.train import Trainer, configure_process, pick_device, use_compile_cache
+from ngpt_tune.train import Trainer, configure_process, pick_device
 
 
 def make_config(args: argparse.Namespace, alpha: float, compile_: str) -> Config:

@@ -139,7 +139,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA
-    # auto: torch.compile on CUDA when the run pays for it (ngpt_tune.train.compile_mode);
+    # auto: torch.compile on CUDA when the run pays for it (ngpt_tune.compiling.compile_mode);
     # reduce-overhead: compile with CUDA graphs (small batches); YAML's true/false = on/off
     compile: Literal["auto", "on", "off", "reduce-overhead"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default

@@ -53,18 +53,19 @@ def test_search_efficiency(tmp_path):
     assert shipped["ert_1%"] == (charged if shipped["reached_1%"] else float("inf"))
 
 
-def _search_efficiency():
+def _search_scores():
+    """benchmarks/search_scores.py (search_efficiency's table), loaded from its file."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("search_efficiency",
-                                                  BENCHMARKS / "search_efficiency.py")
+    spec = importlib.util.spec_from_file_location("search_scores",
+                                                  BENCHMARKS / "search_scores.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_search_efficiency_expected_running_time_charges_the_campaigns_that_missed():
-    bench = _search_efficiency()
+    bench = _search_scores()
 
     def run(seed, to, total):
         return {"seed": seed, "tokens_to": {"1%": to}, "tokens_total": total, "best": 7.0,

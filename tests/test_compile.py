@@ -13,14 +13,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from ngpt_tune.compiling import COMPILE_SECONDS, compile_break_even_steps, compile_mode
 from ngpt_tune.config import Config
 from ngpt_tune.model import build_model
-from ngpt_tune.train import (
-    COMPILE_SECONDS,
-    compile_break_even_steps,
-    compile_mode,
-    fit,
-)
+from ngpt_tune.train import fit
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # compile_mode only reads the device's type: no GPU needed
@@ -81,7 +77,7 @@ def test_bfloat16_autocast_trains_close_to_float32():
 
 def test_reduce_overhead_on_a_cpu_falls_back_with_a_log_line(caplog):
     config = tiny_config(**{"train.compile": "reduce-overhead"})
-    with caplog.at_level(logging.WARNING, logger="ngpt_tune.train"):
+    with caplog.at_level(logging.WARNING, logger="ngpt_tune.compiling"):
         assert compile_mode(config, CPU) == "default"
     assert "reduce-overhead needs CUDA" in caplog.text
     assert compile_mode(config, CUDA) == "reduce-overhead"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from ladder_data import RAW, SIZES, TARGET, synthetic_trials
 
 from analysis.ladder import plot_ladder
 from analysis.ladder_fit import fit_ladder
@@ -20,31 +20,6 @@ from ngpt_tune.spec import load_spec, parse_spec
 from ngpt_tune.spec_sections import parse_ladder, smoke_ladder
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = [{"n_layer": 2, "n_embd": 32, "n_head": 2}, {"n_layer": 2, "n_embd": 64, "n_head": 2},
-         {"n_layer": 4, "n_embd": 96, "n_head": 2}]
-TARGET = {"n_layer": 6, "n_embd": 192, "n_head": 3}
-RAW = {"name": "lad", "base": {"model": {"block_size": 32}, "train": {"steps": 100}},
-       "search": {"optim.lr": {"loguniform": [1.0e-4, 1.0]},
-                  "model.alpha": {"loguniform": [0.01, 1.0]}}}
-
-
-def _synthetic(ladder, exponents, *, n=24, noise=0.01, seed=1):
-    """Trials whose metric is a parabola in log(value) around C * size**exponent, plus noise."""
-    rng = np.random.default_rng(seed)
-    trials = []
-    for size in ladder.sizes:
-        n_params = ladder.size_of(size)
-        rung = []
-        for _ in range(n):
-            values, metric = {}, 3.0
-            for key, (scale, exponent) in exponents.items():
-                opt = scale * (n_params / 1e5) ** exponent
-                x = float(np.exp(rng.uniform(np.log(opt) - 1.5, np.log(opt) + 1.5)))
-                values[key] = x
-                metric += 0.2 * (np.log(x) - np.log(opt)) ** 2
-            rung.append((values, metric + rng.normal(0, noise)))
-        trials.append(rung)
-    return trials
 
 
 @pytest.mark.parametrize("section, key", [
@@ -102,7 +77,7 @@ def test_outputs_summary_plot_and_runnable_target_spec(tmp_path):
     ladder = parse_ladder({"sizes": SIZES, "target": TARGET})
     params = [Param("optim.lr", "loguniform", (1e-4, 1.0)),
               Param("model.alpha", "loguniform", (0.01, 1.0))]
-    section = fit_ladder(ladder, _synthetic(ladder, {"optim.lr": (0.01, -0.35),
+    section = fit_ladder(ladder, synthetic_trials(ladder, {"optim.lr": (0.01, -0.35),
                                                      "model.alpha": (0.5, 0.4)}), params)
     ranges = target_ranges(parse_spec(RAW), ladder, section["fits"])
     generated = target_mapping(RAW, ladder, ranges)

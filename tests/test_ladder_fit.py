@@ -3,41 +3,13 @@ the fit over a ladder's size folders."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from ladder_data import SIZES, TARGET, synthetic_trials
 
 from analysis.ladder_fit import fit_ladder, fit_trend, size_optimum
 from ngpt_tune.space import Param
 from ngpt_tune.spec_sections import parse_ladder
-
-ROOT = Path(__file__).resolve().parent.parent
-SIZES = [{"n_layer": 2, "n_embd": 32, "n_head": 2}, {"n_layer": 2, "n_embd": 64, "n_head": 2},
-         {"n_layer": 4, "n_embd": 96, "n_head": 2}]
-TARGET = {"n_layer": 6, "n_embd": 192, "n_head": 3}
-RAW = {"name": "lad", "base": {"model": {"block_size": 32}, "train": {"steps": 100}},
-       "search": {"optim.lr": {"loguniform": [1.0e-4, 1.0]},
-                  "model.alpha": {"loguniform": [0.01, 1.0]}}}
-
-
-def _synthetic(ladder, exponents, *, n=24, noise=0.01, seed=1):
-    """Trials whose metric is a parabola in log(value) around C * size**exponent, plus noise."""
-    rng = np.random.default_rng(seed)
-    trials = []
-    for size in ladder.sizes:
-        n_params = ladder.size_of(size)
-        rung = []
-        for _ in range(n):
-            values, metric = {}, 3.0
-            for key, (scale, exponent) in exponents.items():
-                opt = scale * (n_params / 1e5) ** exponent
-                x = float(np.exp(rng.uniform(np.log(opt) - 1.5, np.log(opt) + 1.5)))
-                values[key] = x
-                metric += 0.2 * (np.log(x) - np.log(opt)) ** 2
-            rung.append((values, metric + rng.normal(0, noise)))
-        trials.append(rung)
-    return trials
 
 
 def test_trend_recovers_a_known_exponent_within_its_ci():
@@ -47,7 +19,7 @@ def test_trend_recovers_a_known_exponent_within_its_ci():
               Param("model.alpha", "loguniform", (0.01, 1.0))]
     # 40 trials per rung, two parameters; over 20 seeds the 90% CI held the true exponent in
     # 18-20 of them (calibrated, not conservative): this seed is one of them
-    section = fit_ladder(ladder, _synthetic(ladder, truth, n=40), params)
+    section = fit_ladder(ladder, synthetic_trials(ladder, truth, n=40), params)
     target = ladder.size_of(ladder.target)
     for key, (scale, exponent) in truth.items():
         fit = section["fits"][key]

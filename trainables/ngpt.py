@@ -17,10 +17,11 @@ import ray
 from ray import tune
 
 from ngpt_tune.checkpoints import older_checkpoints
+from ngpt_tune.compiling import compile_cache_folder, use_compile_cache
 from ngpt_tune.experiment import PROVENANCE_FILE, VARIANT_KEY
 from ngpt_tune.provenance import placement, provenance
 from ngpt_tune.spec import CampaignSpec
-from ngpt_tune.train import compile_cache_folder, fit, pick_device, use_compile_cache
+from ngpt_tune.train import fit, pick_device
 
 
 def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int = 0) -> None:
