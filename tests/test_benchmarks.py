@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -107,3 +108,9 @@ def test_transfer(tmp_path):
         assert len(r["rung_optima"]) == len(record["widths"]) == 2
     assert record["table"]["optim.lr"]["inside"] == sum(r["inside"] for r in rows
                                                       if r["param"] == "optim.lr")
+
+
+def test_quickstart_ranges(tmp_path):
+    record = smoke("quickstart_ranges", tmp_path)
+    assert [(r["lr"], r["alpha"]) for r in record["runs"]] == [(0.08, 0.05), (0.16, 0.05)]
+    assert record["best"] in record["runs"] and math.isfinite(record["best"]["val_loss"])
