@@ -2,7 +2,8 @@
 
 ``report.html`` opens with no network: no script, no stylesheet or font to fetch; the charts
 are inline SVG written by matplotlib (text kept as text, so a browser's find works on them).
-It shows, top to bottom: the best configuration, the ranking (trials, and configurations with
+It shows, top to bottom: the campaign's stages and a ladder's fit (when the summary has them),
+the best configuration, the ranking (trials, and configurations with
 95% CIs), the confirmation stage (when ``summary["confirm"]`` exists), the comparison with a
 baseline arm, early-stopped and failed trials, learning curves over tokens with early-stopped
 trials marked at the budget they reached, each parameter's effect (a log axis where the spec's
@@ -31,6 +32,7 @@ from analysis.chart_data import ci_data, confirm_data, curves_data, importance_d
 from analysis.charts import draw_ci, draw_confirm, draw_curves, draw_importance, draw_param
 from analysis.formatting import ci, count, g, num, pct, plain, sci, signed_pct
 from analysis.html_blocks import Raw, e, figure, generic, kv, slug, svg, table, verdict
+from analysis.html_stages import ladder_section, stages_section
 from analysis.io import write_text
 from analysis.load import Experiment
 from analysis.ranges import search_distributions
@@ -47,6 +49,8 @@ def write_report(exp: Experiment, summary: dict[str, Any], path: str | Path) -> 
 def render_report(exp: Experiment, summary: dict[str, Any]) -> str:
     """The page as a string: one HTML document with inline CSS and inline SVG charts."""
     sections = [
+        ("stages", "Stages", stages_section(summary)),
+        ("ladder", "Ladder: the optimum's trend with size", ladder_section(summary)),
         ("best", "Best configuration", _best_section(summary)),
         ("ranking", "Ranking", _ranking_section(summary)),
         ("confirm", "Confirmation stage", _confirm_section(summary)),
