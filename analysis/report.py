@@ -113,7 +113,29 @@ def format_ranking(
         lines.append(f"  re-run it alone: {best['command']}")
     if confirm:
         lines += ["", *format_confirm(confirm, summary.get("metric"))]
+    lines += _stage_lines(summary)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _stage_lines(summary: dict[str, Any]) -> list[str]:
+    """A ladder's trends and predictions, and the stages, when the campaign has several."""
+    lines = []
+    ladder = summary.get("ladder") or {}
+    for key, fit in (ladder.get("fits") or {}).items():
+        low, high = fit["exponent_ci"]
+        lo, hi = fit["prediction_ci"]
+        lines.append(f"ladder: {key} ~ size^{fit['exponent']:.3f} [{low:.3f}, {high:.3f}]; at "
+                     f"the target: {fit['prediction']:.4g} [{lo:.4g}, {hi:.4g}]")
+    fallbacks = [f"{key} at size {r['size']:,.0f}" for r in ladder.get("rungs") or []
+                 for key, est in (r.get("optima") or {}).items()
+                 if not str(est.get("method", "")).startswith("quadratic")]
+    if fallbacks:
+        lines.append("ladder: no convex fit, best-3 fallback used for " + "; ".join(fallbacks))
+    stages = summary.get("stages") or []
+    if len(stages) > 1:
+        lines += ["", "stages: " + ", ".join(f"{s['name']} ({s['kind']}) {s['status']}"
+                                             for s in stages)]
+    return ["", *lines] if lines else []
 
 
 def format_confirm(section: dict[str, Any], metric: str | None = None) -> list[str]:

@@ -185,11 +185,9 @@ class LadderFitKind(StageKind):
         section = fit_folders(c.folder)
         if section is None:
             raise NgptTuneError(f"{c.folder}: a size of the ladder has not finished")
-        for key, fit in section["fits"].items():
-            lo, hi = fit["prediction_ci"]
-            low, high = fit["exponent_ci"]
-            print(f"ladder: {key} ~ size^{fit['exponent']:.3f} [{low:.3f}, {high:.3f}]; at the "
-                  f"target: {fit['prediction']:.4g} [{lo:.4g}, {hi:.4g}]", flush=True)
+        predicted = ", ".join(f"{k} {f['prediction']:.4g}" for k, f in section["fits"].items())
+        print(f"ngpt-tune: ladder fit: at the target size, {predicted or 'nothing to fit'}",
+              flush=True)
         return True
 
 
