@@ -41,7 +41,10 @@ def param_importance(
     parameters. With ``history`` and the ASHA ``rungs`` (budgets in ``time_attr``), too few
     completed trials fall back to the highest rung reached by enough trials."""
     import optuna  # lazy: optuna is slow to import
-    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+    from optuna.importance import (  # optuna: only when importance is computed
+        PedAnovaImportanceEvaluator,
+        get_param_importances,
+    )
 
     done, budget = importance_trials(
         trials, metric_column=metric_column, history=history, rungs=rungs,

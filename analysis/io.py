@@ -39,7 +39,7 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
 def write_parquet(path: str | os.PathLike, table: Any) -> Path:
     """Write a ``pyarrow.Table`` (or a pandas DataFrame) as Parquet."""
     import pyarrow as pa  # lazy: pyarrow is slow to import (only Parquet writes need it)
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # pyarrow.parquet: only when a table is written
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)

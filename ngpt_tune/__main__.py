@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ngpt_tune.config import Config
 from ngpt_tune.errors import ConfigError, NgptTuneError
 from ngpt_tune.request import RunRequest, build_spec
 
@@ -109,7 +110,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one configuration without Ray, printing the validation loss as it goes."""
-    from ngpt_tune.config import Config
     from ngpt_tune.train import fit  # torch: imported only for `train`
 
     config = Config.from_yaml(args.config)

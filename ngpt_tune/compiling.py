@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ngpt_tune.config import Config
+from ngpt_tune.flops import flops_per_token
 from ngpt_tune.model import LanguageModel, build_model
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ EAGER_FLOPS_PER_S = 50e12  # the prior campaign's eager 11x768: 44.9K tokens/s o
 
 def compile_break_even_steps(config: Config) -> int:
     """Steps after which ``compile: auto`` compiles (on CUDA): the compilation has paid off."""
-    from ngpt_tune.flops import flops_per_token
 
     n_params = build_param_count(config)
     step_s = flops_per_token(config.model, n_params) * config.tokens_per_step / EAGER_FLOPS_PER_S
@@ -104,7 +104,7 @@ class _CompiledShapes:
     @classmethod
     def prepare(cls, key: tuple) -> bool:
         """Reset dynamo if ``key``'s run cannot reuse the compiled code; True if it reset."""
-        from torch._dynamo.utils import counters
+        from torch._dynamo.utils import counters  # dynamo's internals: only once compiled
 
         graphs = counters["stats"]["unique_graphs"]
         limit = getattr(torch._dynamo.config, "recompile_limit", 8)

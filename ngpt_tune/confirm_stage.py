@@ -51,8 +51,8 @@ class ConfirmPlan:
         """Tune's param_space, search_alg, scheduler and num_samples for the stage: a grid over
         (arm, seed) in the variant generator, each arm's values looked up by its label, FIFO."""
         from ray import tune  # Ray only once the stage starts: `confirm`'s checks come first
-        from ray.tune.schedulers import FIFOScheduler
-        from ray.tune.search import BasicVariantGenerator
+        from ray.tune.schedulers import FIFOScheduler  # Ray: as above
+        from ray.tune.search import BasicVariantGenerator  # Ray: as above
 
         values = {arm["arm"]: arm["values"] for arm in self.arms}
         space: dict[str, Any] = {

@@ -42,7 +42,7 @@ def download_fineweb(shards: int, out: str | Path) -> list[Path]:
     if not 1 <= shards <= MAX_TRAIN_SHARDS:
         raise ConfigError(f"must be in 1..{MAX_TRAIN_SHARDS}, got {shards}", key="shards")
     try:
-        import huggingface_hub
+        import huggingface_hub  # the optional [hub] extra
     except ImportError:
         raise DataError(
             f"downloading from {REPO_ID} needs huggingface_hub: pip install 'ngpt-tune[hub]'"

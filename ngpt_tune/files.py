@@ -65,7 +65,7 @@ def join(base: str, relative: str) -> str:
 
 
 def _filesystem(uri: str):
-    import pyarrow.fs
+    import pyarrow.fs  # pyarrow only for remote storage: start-up
 
     fs, root = pyarrow.fs.FileSystem.from_uri(uri)
     return fs, root.rstrip("/")
@@ -88,7 +88,7 @@ def read_file(target: str | os.PathLike) -> bytes:
     """The bytes at a local path or a URI; FileNotFoundError when there is none."""
     if not is_remote(target):
         return local_path(target).read_bytes()
-    import pyarrow.fs
+    import pyarrow.fs  # pyarrow only for remote storage: start-up
 
     fs, path = _filesystem(os.fspath(target))
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
@@ -102,7 +102,7 @@ def list_folders(base: str | os.PathLike) -> list[str]:
     if not is_remote(base):
         folder = local_path(base)
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    import pyarrow.fs
+    import pyarrow.fs  # pyarrow only for remote storage: start-up
 
     fs, root = _filesystem(os.fspath(base))
     if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
@@ -114,7 +114,7 @@ def list_folders(base: str | os.PathLike) -> list[str]:
 def download_tree(uri: str, destination: Path, *, skip: Callable[[str], bool]) -> Path:
     """Copy the folder at ``uri`` into ``destination``, leaving out the relative paths that
     ``skip`` names; FileNotFoundError when ``uri`` is not a folder."""
-    import pyarrow.fs
+    import pyarrow.fs  # pyarrow only for remote storage: start-up
 
     fs, root = _filesystem(uri)
     if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:

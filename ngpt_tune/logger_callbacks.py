@@ -17,6 +17,7 @@ when one of its callbacks is built. One function per name in
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,8 @@ def mlflow(settings: MLflowLogger, *, campaign: str, experiment: str,
 
 def wandb(settings: WandbLogger, *, campaign: str, experiment: str,
           spec: Any = None) -> WandbLoggerCallback:
-    import os
 
-    import wandb as wandb_sdk
+    import wandb as wandb_sdk  # the tracker's package: only when it is used
 
     kwargs: dict[str, Any] = {}
     mode = settings.mode
@@ -114,7 +114,7 @@ class _MLflowCallback(MLflowLoggerCallback):
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         if self._artifact_location is not None:
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # the tracker's package: only when it is used
 
             client = MlflowClient(self.tracking_uri)
             if client.get_experiment_by_name(self.experiment_name) is None:
@@ -127,11 +127,11 @@ class _MLflowCallback(MLflowLoggerCallback):
             self._trial_runs[trial] = self._restored_runs[trial.trial_id]
         super().log_trial_start(trial)
         if self._spec is not None:
-            from mlflow.entities import Param
+            from mlflow.entities import Param  # the tracker's package: only when it is used
 
             params = trial_params(self._spec, trial.config)
             params = [Param(k, str(v)) for k, v in params.items() if k not in trial.config]
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # the tracker's package: only when it is used
 
             client = MlflowClient(self.tracking_uri)
             for start in range(0, len(params), 100):  # MLflow takes 100 params per batch

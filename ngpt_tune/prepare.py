@@ -24,7 +24,7 @@ from ngpt_tune.errors import ConfigError, DataError, first_sentence
 from ngpt_tune.tokenizer import encode_documents
 
 if TYPE_CHECKING:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # pyarrow only for .parquet inputs: start-up
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 ENCODE_BATCH = 512  # documents tokenized per call
@@ -234,7 +234,7 @@ def _jsonl_texts(path: Path) -> Iterator[str]:
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # pyarrow only for .parquet inputs: start-up
 
     try:
         parquet = pq.ParquetFile(path)
@@ -268,6 +268,6 @@ def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    from tqdm import tqdm  # tqdm only for the progress bar: start-up
 
     return tqdm(total=total, unit="doc", desc="tokenizing", file=sys.stderr, disable=not enabled)

@@ -79,7 +79,7 @@ def configure_output(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     try:
-        import optuna
+        import optuna  # optuna only for a study's count: start-up
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:  # pragma: no cover - optuna is a dependency

@@ -55,7 +55,7 @@ def hardware() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
     }
     try:
-        import torch
+        import torch  # torch only where a trial records itself: start-up
 
         info["cuda"] = torch.cuda.is_available()
         if info["cuda"]:
@@ -77,7 +77,7 @@ def placement(*, device: Any, accelerator_ids: dict[str, list[str]] | None = Non
     A trial can hold a GPU and still train on the CPU (``train.device: cpu``); the record shows
     both, and compute accounting counts the GPU it held (``resources["GPU"]``).
     """
-    import torch
+    import torch  # torch only where a trial records itself: start-up
 
     device = torch.device(device)
     if device.type == "cuda":

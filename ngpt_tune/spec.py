@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ngpt_tune import asha
 from ngpt_tune.config import (
     BUILTIN_DATA,
@@ -268,7 +270,6 @@ def load_spec(path: str | os.PathLike) -> CampaignSpec:
 
 def parse_spec_text(text: str, *, source: str | None = None) -> CampaignSpec:
     """Parse a spec from its YAML text (as ``campaign.json`` records it)."""
-    import yaml
 
     try:
         raw = yaml.safe_load(text)

@@ -152,7 +152,9 @@ class Trainer:
             p.grad = None
         self.forward = self.project = None
         if self.cudagraphs:  # the pools hold static copies of this run's inputs and outputs
-            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+            from torch._inductor.cudagraph_trees import (
+                reset_cudagraph_trees,  # inductor's internals: only on CUDA
+            )
 
             reset_cudagraph_trees()
         del self.model
