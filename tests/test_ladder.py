@@ -181,14 +181,11 @@ def test_outputs_summary_plot_and_runnable_target_spec(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
-    """`run search_spaces/ladder.yaml --smoke`: three tiny rungs, the fit, the outputs; then
-    `resume` of the finished ladder refits from the saved rungs without training again."""
-    from campaign_helpers import run, trial_dirs
+def test_smoke_ladder_end_to_end(smoke_ladder):
+    """`run search_spaces/ladder.yaml --smoke`: three tiny rungs, the fit, the outputs."""
+    from campaign_helpers import trial_dirs
 
-    from ngpt_tune.runner import RunOptions, resume_campaign
-
-    experiment = run(ROOT / "search_spaces" / "ladder.yaml", tmp_path, "ladder", smoke=True)
+    experiment = smoke_ladder  # built once per test run (tests/experiments.py)
     rungs = [experiment / f"rung{i}" for i in range(3)]
     assert all(1 <= len(trial_dirs(r)) <= 4 and (r / "summary.json").exists() for r in rungs)
     section = json.loads((experiment / "summary.json").read_text())["ladder"]
@@ -203,7 +200,21 @@ def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
     assert (experiment / "ladder.png").stat().st_size > 1000
     generated = parse_spec(yaml.safe_load((experiment / "target_spec.yaml").read_text()))
     assert generated.base["model"]["n_embd"] == 48 and generated.confirm.seeds == 3
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_ladder_refits_without_training(smoke_ladder, tmp_path):
+    """`resume` of the finished ladder (a copy: the shared one stays as it is) refits from the
+    saved rungs without training again."""
+    import shutil
+
+    from ngpt_tune.runner import RunOptions, resume_campaign
+
+    experiment = tmp_path / "ladder"
+    shutil.copytree(smoke_ladder, experiment)  # copy2: the result files keep their mtimes
+    rungs = [experiment / f"rung{i}" for i in range(3)]
     before = {p: p.stat().st_mtime for r in rungs for p in r.glob("*/result.json")}
+    assert before
     resume_campaign(str(experiment), RunOptions())
     assert {p: p.stat().st_mtime for r in rungs for p in r.glob("*/result.json")} == before
     assert json.loads((experiment / "summary.json").read_text())["ladder"]["fits"]

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
 
 from ngpt_tune.data import write_shard
 from ngpt_tune.runner import RunOptions, RunRequest, build_spec, ray_init_kwargs, run_campaign
@@ -87,26 +83,17 @@ searcher: grid
 scheduler: fifo
 max_concurrent_trials: 1
 """, steps=2000, eval_every=10)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    experiment = tmp_path / "r" / "exp"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
-         str(tmp_path / "r"), "--name", "exp"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    def reported_twice() -> bool:  # checkpoint_000001 or a later one (older ones are deleted)
+
+    def reported_twice(experiment: Path) -> bool:
+        # checkpoint_000001 or a later one (older ones are deleted); the run prints little (one
+        # status line every 15 s): watch its folder instead
         names = [p.name.removeprefix("checkpoint_")
                  for p in experiment.glob("trial_*/checkpoint_*")]
         return any(n.isdigit() and int(n) >= 1 for n in names)
 
-    try:  # the run prints little (one status line every 15 s): watch its folder instead
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and not reported_twice():
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert f"resume with `python -m ngpt_tune resume {experiment}`" in out
+    stopped = kill_and_resume(spec_path, tmp_path / "r" / "exp", when=reported_twice,
+                              sig=signal.SIGINT, resume=False)
+    experiment = stopped.experiment
+    assert f"resume with `python -m ngpt_tune resume {experiment}`" in stopped.output
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["unfinished"] >= 1 and summary["counts"]["completed"] == 0
