@@ -9,7 +9,7 @@ MB, copied in well under a second).
 |---|---|---|
 | ``quickstart_cli`` / ``smoke_experiment`` | ``run search_spaces/quickstart.yaml --smoke``: Optuna + ASHA, 4 trials, then its confirmation stage (top 2 x 2 seeds), with its terminal output and exit status | the CLI in a subprocess, as a user runs it |
 | ``asha_campaign`` | Optuna (TPE after 2 trials) + ASHA, 4 trials one at a time, one hopeless learning rate among the choices so that ASHA stops something | in this process (``ray_session``) |
-| ``grid_campaign`` | a 2 x 2 grid with ``repeats: 2`` (8 trials, 6 steps) | in this process (``ray_session``) |
+| ``grid_campaign`` | a 2 x 2 grid with ``repeats: 2`` (8 trials of 12 steps, a checkpointed report every 2, two checkpoints kept) | in this process (``ray_session``) |
 | ``shipped_smoke(name)`` | ``run search_spaces/NAME.yaml --smoke`` for the shipped specs that take their own path through Ray (tests/test_runner.py says which) | in this process (``ray_session``), once per name |
 | ``smoke_ladder`` | ``run search_spaces/ladder.yaml --smoke``: three tiny sizes, the fit, the outputs | in this process (``ray_session``) |
 """
@@ -100,6 +100,7 @@ search:
 searcher: grid
 scheduler: fifo
 repeats: 2
+checkpoint: {every: 2, keep: 2}   # six checkpointed reports per trial, two kept on disk
 """
 
 
@@ -108,7 +109,7 @@ def grid_campaign(ray_session, tmp_path_factory) -> Path:
     from campaign_helpers import run, write_spec
 
     root = tmp_path_factory.mktemp("grid")
-    return run(write_spec(root, GRID_CAMPAIGN, steps=6, eval_every=3), root / "results", "grid")
+    return run(write_spec(root, GRID_CAMPAIGN, steps=12, eval_every=2), root / "results", "grid")
 
 
 # ---- the shipped specs through Ray, each at most once ------------------------------------------

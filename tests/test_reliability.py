@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, results, trial_dirs, write_spec
 
 from ngpt_tune.data import write_shard
 from ngpt_tune.runner import RunOptions, RunRequest, build_spec, ray_init_kwargs, run_campaign
@@ -52,19 +52,12 @@ max_failures: 1
     assert [r["trial_id"] for r in summary["ranking"]] != []
 
 
-def test_checkpoints_are_kept_to_the_configured_number(ray_session, tmp_path):
-    spec_path = write_spec(tmp_path, """
-name: disk
-search:
-  model.alpha: {grid: [0.1]}
-searcher: grid
-scheduler: fifo
-checkpoint: {every: 2, keep: 2}
-""", steps=12, eval_every=2)
-    experiment = run(spec_path, tmp_path / "r", "disk")
-    (trial,) = trial_dirs(experiment)
-    assert len(results(trial)) == 6  # six checkpointed reports...
-    assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
+def test_checkpoints_are_kept_to_the_configured_number(grid_campaign):
+    # the canonical grid (tests/experiments.py): checkpoint: {every: 2, keep: 2}, 12 steps with
+    # an evaluation every 2
+    for trial in trial_dirs(grid_campaign):
+        assert len(results(trial)) == 6  # six checkpointed reports...
+        assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
 
 
 def test_dashboard_binds_to_localhost_unless_told_otherwise():
