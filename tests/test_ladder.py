@@ -218,3 +218,34 @@ def test_resume_of_a_finished_ladder_refits_without_training(smoke_ladder, tmp_p
     resume_campaign(str(experiment), RunOptions())
     assert {p: p.stat().st_mtime for r in rungs for p in r.glob("*/result.json")} == before
     assert json.loads((experiment / "summary.json").read_text())["ladder"]["fits"]
+
+
+@pytest.mark.slow
+def test_a_ladder_killed_in_a_size_resumes_it_and_keeps_the_finished_ones(tmp_path):
+    """The ladder's stage kind killed once (kill -9 while its second size trains) and resumed
+    through the CLI: the finished size is not trained again, the interrupted one finishes,
+    then the fit and its outputs."""
+    from campaign_helpers import kill_and_resume, reports, trial_dirs
+
+    def second_size_training(experiment: Path) -> bool:
+        return any(rows and not rows[-1]["finished"] for rows in reports(experiment / "rung1"))
+
+    def first_size(experiment: Path) -> dict:
+        return {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")}
+
+    spec = tmp_path / "ladder.yaml"
+    spec.write_text((ROOT / "search_spaces" / "ladder.yaml").read_text())
+    killed = kill_and_resume(spec, tmp_path / "results" / "ladder", when=second_size_training,
+                             run_args=("--smoke",), between=first_size)
+    experiment, before = killed.experiment, killed.between
+    assert before  # the first size had finished when the second was killed
+    said = [line for line in killed.resumed.stdout.splitlines() if line.startswith("ngpt-tune: rung")]
+    assert said[0].startswith("ngpt-tune: rung 0 (") and said[0].endswith(": done"), said
+    assert said[1].endswith(": resuming"), said
+    assert {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")} == before
+    for i in range(3):
+        rung = experiment / f"rung{i}"
+        assert 1 <= len(trial_dirs(rung)) <= 4 and (rung / "summary.json").exists()
+    section = json.loads((experiment / "summary.json").read_text())["ladder"]
+    assert set(section["fits"]) == {"model.alpha", "optim.lr"}
+    assert (experiment / "target_spec.yaml").is_file()
