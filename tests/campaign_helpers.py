@@ -17,6 +17,7 @@ from typing import Any
 from experiments import ENV, cli
 
 from ngpt_tune.runner import RunOptions, RunRequest, build_spec, run_campaign
+from ngpt_tune.spec import CampaignSpec
 
 TINY_BASE = """
 base:
@@ -34,12 +35,16 @@ def write_spec(tmp_path: Path, body: str, *, steps: int = 24, eval_every: int = 
     return path
 
 
-def run(spec_path: Path, storage: Path, name: str, **kw) -> Path:
+def run(spec_path: Path, storage: Path, name: str, *, spec: CampaignSpec | None = None,
+        **kw) -> Path:
     """``python -m ngpt_tune run SPEC --storage STORAGE --name NAME`` in this process; ``kw``:
-    ``smoke``, ``num_samples``, ``overrides`` (``--set``)."""
+    ``smoke``, ``num_samples``, ``overrides`` (``--set``); ``spec``: the campaign already built
+    from that request (e.g. validated before a test damages its data). The one place where the
+    tests call the runner's internals to run a campaign."""
     request = RunRequest.from_file(spec_path, **kw)
-    return Path(run_campaign(build_spec(request), RunOptions(storage=str(storage), name=name),
-                             request=request, command=f"python -m ngpt_tune run {spec_path}"))
+    return Path(run_campaign(spec or build_spec(request),
+                             RunOptions(storage=str(storage), name=name), request=request,
+                             command=f"python -m ngpt_tune run {spec_path}"))
 
 
 def trial_dirs(experiment: Path) -> list[Path]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_helpers import kill_and_resume, results, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
 
 from ngpt_tune.data import write_shard
-from ngpt_tune.runner import RunOptions, RunRequest, build_spec, ray_init_kwargs, run_campaign
+from ngpt_tune.runner import RunOptions, RunRequest, build_spec, ray_init_kwargs
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,7 @@ max_failures: 1
     spec = build_spec(request)  # validated while the shards are fine...
     train = shards / "fineweb_train_000001.bin"
     train.write_bytes(train.read_bytes()[:-10])  # ...then one is truncated under the campaign
-    experiment = Path(run_campaign(spec, RunOptions(storage=str(tmp_path / "r"), name="faults"),
-                                   request=request))
+    experiment = run(spec_path, tmp_path / "r", "faults", spec=spec)
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["completed"] == 1
     assert summary["counts"]["diverged"] == 1
