@@ -10,6 +10,9 @@ import pytest
 from ngpt_tune.config import Config, nest_dotted
 from ngpt_tune.presets import preset
 
+# the canonical experiments, each built once per test run: tests/experiments.py
+pytest_plugins = ["experiments"]
+
 # Subprocesses (the CLI, Ray workers) import this checkout, whatever else is installed.
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -39,16 +42,3 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-
-
-@pytest.fixture(scope="session")
-def smoke_experiment(ray_session, tmp_path_factory):
-    """A real experiment folder: search_spaces/quickstart.yaml run with --smoke."""
-    from pathlib import Path
-
-    from campaign_helpers import run
-
-    spec = Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml"
-    return run(spec, tmp_path_factory.mktemp("smoke"), "quickstart", smoke=True)

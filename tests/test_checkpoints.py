@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from conftest import tiny_config
 
 from ngpt_tune.checkpoints import NoReadableCheckpoint, checkpoint_index, older_checkpoints
 from ngpt_tune.train import STATE_FILE, fit
@@ -23,11 +24,25 @@ def _checkpointed_run(config, root):
     return history
 
 
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+    """The tiny config trained once (20 steps, an evaluation and a checkpoint every 5), its
+    checkpoints kept: each test damages its own copy (``_copy``)."""
+    root = tmp_path_factory.mktemp("checkpointed")
+    return root, _checkpointed_run(tiny_config(), root)
+
+
+def _copy(checkpointed, tmp_path):
+    root, history = checkpointed
+    shutil.copytree(root, tmp_path, dirs_exist_ok=True)
+    return history
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny, tmp_path, capsys,
-                                                                     damage):
+                                                                     damage, checkpointed):
     config = tiny()  # 20 steps, an evaluation and a checkpoint every 5
-    full = _checkpointed_run(config, tmp_path)
+    full = _copy(checkpointed, tmp_path)
     latest, previous = tmp_path / "checkpoint_000002", tmp_path / "checkpoint_000001"
     state = latest / STATE_FILE
     if damage == "truncated":  # the node died while the file was written
@@ -47,9 +62,10 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous(tiny, tmp_pa
     assert f"resumed from {previous}" in log
 
 
-def test_a_readable_latest_checkpoint_is_used_without_touching_older_ones(tiny, tmp_path):
+def test_a_readable_latest_checkpoint_is_used_without_touching_older_ones(tiny, tmp_path,
+                                                                          checkpointed):
     config = tiny()
-    _checkpointed_run(config, tmp_path)
+    _copy(checkpointed, tmp_path)
 
     def candidates():
         yield tmp_path / "checkpoint_000002"

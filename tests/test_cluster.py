@@ -8,12 +8,21 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from campaign_helpers import write_spec
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+# a tiny campaign, then its confirmation stage: the whole run on the cluster (the quickstart
+# smoke run itself, on a local Ray instance, is tests/experiments.py's quickstart_cli)
+CAMPAIGN = """
+name: cluster-test
+search:
+  model.alpha: {grid: [0.05, 0.3]}
+searcher: grid
+scheduler: fifo
+confirm: {top_k: 1, seeds: 2}
+"""
 
 
 def free_port() -> int:
@@ -34,14 +43,16 @@ def test_campaign_on_an_existing_cluster(tmp_path):
     try:
         time.sleep(8)
         assert head.poll() is None, "ray start --head failed"
+        spec = write_spec(tmp_path, CAMPAIGN, steps=12, eval_every=6)
         out = subprocess.run(
-            [sys.executable, "-m", "ngpt_tune", "run", str(REPO / "search_spaces/quickstart.yaml"),
-             "--smoke", "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "r"),
+            [sys.executable, "-m", "ngpt_tune", "run", str(spec),
+             "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "r"),
              "--name", "cluster"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert "Connected to Ray cluster" in out.stdout + out.stderr
-        assert "campaign quickstart: 4 trials" in out.stdout
+        assert "campaign cluster-test: 2 trials" in out.stdout
+        assert "confirmed winner:" in out.stdout  # the confirmation stage ran there too
         assert (tmp_path / "r" / "cluster" / "summary.json").exists()
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM

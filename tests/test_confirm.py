@@ -1,21 +1,16 @@
 """The confirmation stage: a search's top configurations re-run with fresh seeds, after `run`,
-by `confirm` on a finished experiment, and through `resume` after a kill."""
+by `confirm` on a finished experiment, and through `resume` after a kill (the one kill of this
+stage kind, with ``campaign_helpers.kill_and_resume``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, reports, results, trial_dirs, write_spec
 
 import analysis.confirm
 from analysis.load import load_experiment
@@ -29,7 +24,6 @@ from ngpt_tune.runner import RunOptions
 from ngpt_tune.smoke import smoke_version
 from ngpt_tune.spec import CONFIRM_ARM_KEY, load_spec
 
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 SPEC = """
 name: confirm-test
 search:
@@ -123,9 +117,10 @@ def test_command_line_settings_override_the_spec_or_the_defaults(tmp_path):
 
 # ---- end to end ----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_smoke_campaign_goes_on_to_its_confirmation(ray_session, tmp_path):
-    spec = _spec(tmp_path, "confirm: {top_k: 3, seeds: 4, baseline: {variant: warm}}")
-    experiment = run(spec, tmp_path / "results", "exp", smoke=True)  # top 2 x 2 seeds
+def test_a_smoke_campaign_goes_on_to_its_confirmation(shipped_smoke):
+    # search_spaces/gated.yaml --smoke: confirm: {top_k: 3, seeds: 3, baseline: {variant:
+    # batch32}}, shrunk to the top 2 x 2 seeds, plus the baseline
+    experiment = shipped_smoke("gated")
 
     section = _check_section(experiment, arms=3, seeds=2)
     assert [a["role"] for a in section["arms"]].count("baseline") == 1
@@ -141,7 +136,8 @@ def test_a_smoke_campaign_goes_on_to_its_confirmation(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_confirm_on_an_experiment_that_had_no_confirmation(smoke_experiment, tmp_path, capsys):
+def test_confirm_on_an_experiment_that_had_no_confirmation(ray_session, smoke_experiment,
+                                                           tmp_path, capsys):
     experiment = tmp_path / "older"
     shutil.copytree(smoke_experiment, experiment)
     for name in ("summary.json", "best_config.yaml", "search_best_config.yaml"):
@@ -170,39 +166,22 @@ def test_resume_after_a_kill_in_the_confirmation_stage(tmp_path):
                  steps=60, eval_every=10)
     spec.write_text(spec.read_text().replace("max_concurrent_trials: 2",
                                              "max_concurrent_trials: 1"))
-    experiment = tmp_path / "results" / "exp"
-    cmd = [sys.executable, "-m", "ngpt_tune", "run", str(spec), "--storage",
-           str(experiment.parent), "--name", "exp"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    stage = experiment / CONFIRM_DIR
 
-    def one_done_one_running() -> bool:
-        if not stage.is_dir():
-            return False
-        reports = [results(t) for t in trial_dirs(stage) if (t / "result.json").is_file()]
-        return (sum(bool(r) and r[-1]["finished"] for r in reports) >= 1
-                and any(r and not r[-1]["finished"] for r in reports))
+    def one_done_one_running(experiment: Path) -> bool:
+        rows = reports(experiment / CONFIRM_DIR)
+        return (sum(bool(r) and r[-1]["finished"] for r in rows) >= 1
+                and any(r and not r[-1]["finished"] for r in rows))
 
-    deadline = time.monotonic() + 240
-    try:
-        while not one_done_one_running():
-            if proc.poll() is not None:
-                raise AssertionError("the run ended before the kill:\n" + proc.stdout.read()[-3000:])
-            assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
-            time.sleep(0.05)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and its local Ray
-        proc.wait()
-    before = {t["trial"]: t["reports"] for t in _confirm_trials(experiment)
-              if t["reports"] and t["reports"][-1]["finished"]}
-    assert before and not (experiment / "summary.json").exists()
+    def finished_confirm_trials(experiment: Path) -> dict:
+        assert not (experiment / "summary.json").exists()
+        return {t["trial"]: t["reports"] for t in _confirm_trials(experiment)
+                if t["reports"] and t["reports"][-1]["finished"]}
 
-    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "resume", str(experiment)],
-                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "resuming the confirmation stage" in out.stdout
+    killed = kill_and_resume(spec, tmp_path / "results" / "exp", when=one_done_one_running,
+                             between=finished_confirm_trials, timeout=240)
+    experiment, before = killed.experiment, killed.between
+    assert before
+    assert "resuming the confirmation stage" in killed.resumed.stdout
 
     _check_section(experiment, arms=2, seeds=2)
     trials = _confirm_trials(experiment)
@@ -212,7 +191,7 @@ def test_resume_after_a_kill_in_the_confirmation_stage(tmp_path):
         if t["trial"] in before:
             assert t["reports"] == before[t["trial"]]
         assert t["reports"][-1]["step"] == 60
-    history = load_experiment(stage).history
+    history = load_experiment(experiment / CONFIRM_DIR).history
     assert not history.duplicated(["trial_id", "step"]).any()
 
 

@@ -37,15 +37,14 @@ resources: {{cpus_per_trial: 1, gpus_per_trial: {gpus}}}
 # one Ray instance with 2 GPUs declared and 4 logical CPUs (4 trials at once), both campaigns
 DRIVER = """
 import sys, ray
-from ngpt_tune.campaign import run_campaign
-from ngpt_tune.request import RunRequest, build_spec
-from ngpt_tune.runner import RunOptions
+from pathlib import Path
+from campaign_helpers import run
 ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+root = Path(sys.argv[1])
 for name in sys.argv[2:]:
-    request = RunRequest.from_file(f"{sys.argv[1]}/{name}.yaml")
-    run_campaign(build_spec(request), RunOptions(storage=f"{sys.argv[1]}/r", name=name),
-                 request=request)
+    run(root / f"{name}.yaml", root / "r", name)
 """
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,7 @@ def campaigns(tmp_path_factory):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0"}
     env.pop("RAY_ADDRESS", None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])  # the helpers
     out = subprocess.run([sys.executable, "-c", DRIVER, str(root), "whole", "packed"], cwd=root,
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -96,17 +96,12 @@ def test_outputs_summary_plot_and_runnable_target_spec(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
+def test_smoke_ladder_end_to_end(smoke_ladder):
     """`run search_spaces/ladder.yaml --smoke`: three tiny sizes, the fit, the target search
-    around the prediction and its confirmation, in one command and one folder; `analyze` keeps
-    the ladder section; `resume` of the finished ladder trains nothing again."""
-    from campaign_helpers import run, trial_dirs
+    around the prediction and its confirmation, in one command and one folder."""
+    from campaign_helpers import trial_dirs
 
-    from analysis import write_outputs
-    from ngpt_tune.campaign import resume_campaign
-    from ngpt_tune.runner import RunOptions
-
-    experiment = run(ROOT / "search_spaces" / "ladder.yaml", tmp_path, "ladder", smoke=True)
+    experiment = smoke_ladder  # built once per test run (tests/experiments.py)
     stages = json.loads((experiment / "campaign.json").read_text())["stages"]
     assert [(s["name"], s["kind"], s["status"]) for s in stages] == [
         ("rung0", "ladder_size", "done"), ("rung1", "ladder_size", "done"),
@@ -139,12 +134,73 @@ def test_smoke_ladder_end_to_end_and_resume(ray_session, tmp_path):
     assert len(trial_dirs(target / "confirm")) == 4  # top 2 x 2 fresh seeds
     assert [s["name"] for s in summary["stages"]] == [s["name"] for s in stages]
     assert all(s["ranking"] for s in summary["stages"] if s["kind"] == "ladder_size")
-    # `analyze` on the ladder's folder keeps its ladder section and every stage's ranking
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_ladder_refits_without_training(smoke_ladder, tmp_path):
+    """`analyze` on the ladder's folder (a copy: the shared one stays as it is) keeps its
+    ladder section and every stage's ranking; `resume` of the finished ladder trains nothing
+    again."""
+    import shutil
+
+    from analysis import write_outputs
+    from ngpt_tune.campaign import resume_campaign
+    from ngpt_tune.runner import RunOptions
+
+    experiment = tmp_path / "ladder"
+    shutil.copytree(smoke_ladder, experiment)  # copy2: the result files keep their mtimes
+    summary = json.loads((experiment / "summary.json").read_text())
     write_outputs(experiment)
     again = json.loads((experiment / "summary.json").read_text())
-    assert again["ladder"]["fits"].keys() == section["fits"].keys()
+    assert again["ladder"]["fits"].keys() == summary["ladder"]["fits"].keys()
     assert again["counts"]["total"] == summary["counts"]["total"] > 0
+    assert [s["name"] for s in again["stages"]] == [s["name"] for s in summary["stages"]]
     before = {p: p.stat().st_mtime for p in experiment.glob("**/result.json")}
+    assert before
     resume_campaign(str(experiment), RunOptions())
     assert {p: p.stat().st_mtime for p in experiment.glob("**/result.json")} == before
     assert json.loads((experiment / "summary.json").read_text())["ladder"]["fits"]
+
+
+@pytest.mark.slow
+def test_a_ladder_killed_in_a_size_and_in_its_target_search_resumes_to_the_end(tmp_path):
+    """Two stage kinds killed (kill -9) and resumed through the CLI: while its second size
+    trains, then, resumed, while its target search trains. The finished size is not trained
+    again, the interrupted stages finish, and the campaign ends as an uninterrupted one does:
+    every stage done, the fit, the target search and its confirmation."""
+    from campaign_helpers import kill_and_resume, reports, trial_dirs
+
+    def training(folder: str):
+        return lambda experiment: any(rows and not rows[-1]["finished"]
+                                      for rows in reports(experiment / folder))
+
+    def first_size(experiment: Path) -> dict:
+        return {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")}
+
+    spec = tmp_path / "ladder.yaml"
+    spec.write_text((ROOT / "search_spaces" / "ladder.yaml").read_text())
+    experiment = tmp_path / "results" / "ladder"
+    killed = kill_and_resume(spec, experiment, when=training("rung1"), run_args=("--smoke",),
+                             between=first_size, resume=False)
+    before = killed.between
+    assert before  # the first size had finished when the second was killed
+    stages = {s["name"]: s["status"]
+              for s in json.loads((experiment / "campaign.json").read_text())["stages"]}
+    assert stages["rung0"] == "done" and stages["rung1"] in ("running", "interrupted")
+    again = kill_and_resume(spec, experiment, when=training("target"), again=True)
+    said = [line for line in again.output.splitlines() if line.startswith("ngpt-tune: rung")]
+    assert said[0].startswith("ngpt-tune: rung 1 (") and said[0].endswith(": resuming"), said
+    assert not any(line.startswith("ngpt-tune: rung 0") for line in said)  # done: skipped
+    assert "ngpt-tune: resuming the target search" in again.resumed.stdout
+    assert {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")} == before
+    stages = json.loads((experiment / "campaign.json").read_text())["stages"]
+    assert all(s["status"] == "done" for s in stages), stages
+    for i in range(3):
+        rung = experiment / f"rung{i}"
+        assert 1 <= len(trial_dirs(rung)) <= 4 and (rung / "summary.json").exists()
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert set(summary["ladder"]["fits"]) == {"model.alpha", "optim.lr"}
+    assert (experiment / "target_spec.yaml").is_file()
+    assert len(trial_dirs(experiment / "target")) == 4
+    assert len(trial_dirs(experiment / "target" / "confirm")) == 4
+    assert summary["confirm"]["winner"]

@@ -7,7 +7,6 @@ node; once the trial on the worker node has saved a checkpoint, the worker node 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from campaign_helpers import results, trial_dirs, wait_for, write_spec
+from campaign_helpers import kill_and_resume, results, trial_dirs, write_spec
 
 from ngpt_tune.config import Config
 from ngpt_tune.train import fit
@@ -123,40 +122,34 @@ searcher: grid
 scheduler: fifo
 checkpoint: {every: 20, keep: 3}
 """, steps=200, eval_every=20)
-    experiment = tmp_path / "r" / "exp"
-    cmd = [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
-           str(tmp_path / "r"), "--name", "exp"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
-    def two_checkpoints() -> bool:
+    def two_checkpoints(experiment: Path) -> bool:
         return any(len(results(t)) >= 2 for t in experiment.glob("trial_*")
                    if (t / "result.json").exists())
 
-    try:
-        wait_for(two_checkpoints, 240, proc)
-        proc.send_signal(signal.SIGTERM)  # what a cloud provider sends before preempting
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert f"resume with `python -m ngpt_tune resume {experiment}`" in output, output[-3000:]
-    (trial,) = trial_dirs(experiment)
-    before = results(trial)
-    assert not before[-1]["finished"]
+    def cut_the_latest_checkpoint(experiment: Path) -> tuple[list[dict], Path]:
+        (trial,) = trial_dirs(experiment)
+        before = results(trial)
+        assert not before[-1]["finished"]
+        # the latest checkpoint Tune recorded (a newer folder may exist: written by the trial
+        # after the driver's last save), cut short
+        latest, previous = (trial / r["checkpoint_dir_name"] for r in before[-1:-3:-1])
+        state = latest / "state.pt"
+        state.write_bytes(state.read_bytes()[:1000])
+        return before, latest
 
-    # the latest checkpoint Tune recorded (a newer folder may exist: written by the trial after
-    # the driver's last save), cut short
-    latest, previous = (trial / r["checkpoint_dir_name"] for r in before[-1:-3:-1])
-    state = latest / "state.pt"
-    state.write_bytes(state.read_bytes()[:1000])
-    # --verbose: the trials' logs reach the terminal (by default they stay in Ray's log files)
-    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "resume", str(experiment),
-                          "--verbose"],
-                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # a preemption: SIGTERM, what a cloud provider sends before preempting; then the resume
+    # with --verbose: the trials' logs reach the terminal (by default they stay in Ray's files)
+    stopped = kill_and_resume(spec_path, tmp_path / "r" / "exp", when=two_checkpoints,
+                              sig=signal.SIGTERM, between=cut_the_latest_checkpoint,
+                              resume_args=("--verbose",), timeout=240, env=_env())
+    experiment = stopped.experiment
+    assert f"resume with `python -m ngpt_tune resume {experiment}`" in stopped.output, (
+        stopped.output[-3000:])
+    before, latest = stopped.between
+    out = stopped.resumed
     assert f"checkpoint {latest} could not be read" in out.stdout + out.stderr
+    (trial,) = trial_dirs(experiment)
     after = results(trial)
     resumed = after[len(before)]  # the first report after the resume
     assert resumed["iterations_since_restore"] == 1

@@ -204,8 +204,9 @@ def run_cli(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_a_quiet_run_prints_a_status_and_the_ranking_and_verbose_ray_s_table(tmp_path):
-    quiet = run_cli(tmp_path / "quiet")
+def test_a_quiet_run_prints_a_status_and_the_ranking_and_verbose_ray_s_table(quickstart_cli,
+                                                                             tmp_path):
+    quiet = quickstart_cli  # the quickstart smoke run, through the CLI (tests/experiments.py)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     text = quiet.stdout + quiet.stderr
     lines = text.splitlines()
@@ -214,7 +215,7 @@ def test_a_quiet_run_prints_a_status_and_the_ranking_and_verbose_ray_s_table(tmp
     status = [line for line in lines if line.startswith("quickstart: ")]
     assert status and status[-1].startswith("quickstart: 4 trials done in ")
     assert "completed trials" in text and "best configuration:" in text
-    assert (tmp_path / "quiet" / "q" / "report.html").is_file()
+    assert (quiet.experiment / "report.html").is_file()
 
     verbose = run_cli(tmp_path / "verbose", "--verbose")
     assert verbose.returncode == 0, verbose.stderr[-3000:]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
 
-from ngpt_tune.campaign import run_campaign
 from ngpt_tune.data import write_shard
 from ngpt_tune.request import RunRequest, build_spec
 from ngpt_tune.runner import RunOptions, ray_init_kwargs
@@ -43,8 +38,7 @@ max_failures: 1
     spec = build_spec(request)  # validated while the shards are fine...
     train = shards / "fineweb_train_000001.bin"
     train.write_bytes(train.read_bytes()[:-10])  # ...then one is truncated under the campaign
-    experiment = Path(run_campaign(spec, RunOptions(storage=str(tmp_path / "r"), name="faults"),
-                                   request=request))
+    experiment = run(spec_path, tmp_path / "r", "faults", spec=spec)
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["completed"] == 1
     assert summary["counts"]["diverged"] == 1
@@ -58,19 +52,12 @@ max_failures: 1
     assert [r["trial_id"] for r in summary["ranking"]] != []
 
 
-def test_checkpoints_are_kept_to_the_configured_number(ray_session, tmp_path):
-    spec_path = write_spec(tmp_path, """
-name: disk
-search:
-  model.alpha: {grid: [0.1]}
-searcher: grid
-scheduler: fifo
-checkpoint: {every: 2, keep: 2}
-""", steps=12, eval_every=2)
-    experiment = run(spec_path, tmp_path / "r", "disk")
-    (trial,) = trial_dirs(experiment)
-    assert len(results(trial)) == 6  # six checkpointed reports...
-    assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
+def test_checkpoints_are_kept_to_the_configured_number(grid_campaign):
+    # the canonical grid (tests/experiments.py): checkpoint: {every: 2, keep: 2}, 12 steps with
+    # an evaluation every 2
+    for trial in trial_dirs(grid_campaign):
+        assert len(results(trial)) == 6  # six checkpointed reports...
+        assert len(list(trial.glob("checkpoint_*"))) == 2  # ...two kept on disk
 
 
 def test_dashboard_binds_to_localhost_unless_told_otherwise():
@@ -89,26 +76,17 @@ searcher: grid
 scheduler: fifo
 max_concurrent_trials: 1
 """, steps=2000, eval_every=10)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    experiment = tmp_path / "r" / "exp"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
-         str(tmp_path / "r"), "--name", "exp"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    def reported_twice() -> bool:  # checkpoint_000001 or a later one (older ones are deleted)
+
+    def reported_twice(experiment: Path) -> bool:
+        # checkpoint_000001 or a later one (older ones are deleted); the run prints little (one
+        # status line every 15 s): watch its folder instead
         names = [p.name.removeprefix("checkpoint_")
                  for p in experiment.glob("trial_*/checkpoint_*")]
         return any(n.isdigit() and int(n) >= 1 for n in names)
 
-    try:  # the run prints little (one status line every 15 s): watch its folder instead
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and not reported_twice():
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert f"resume with `python -m ngpt_tune resume {experiment}`" in out
+    stopped = kill_and_resume(spec_path, tmp_path / "r" / "exp", when=reported_twice,
+                              sig=signal.SIGINT, resume=False)
+    experiment = stopped.experiment
+    assert f"resume with `python -m ngpt_tune resume {experiment}`" in stopped.output
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["unfinished"] >= 1 and summary["counts"]["completed"] == 0

@@ -1,25 +1,26 @@
 """`resume` makes the decisions an uninterrupted campaign makes: ASHA's rungs are rebuilt from
-the trials' saved reports, and a trial restored from its final checkpoint adds no second row."""
+the trials' saved reports, and a trial restored from its final checkpoint adds no second row.
+
+End to end, the search stage killed with kill -9 and resumed through the CLI
+(``campaign_helpers.kill_and_resume``): the confirmation stage's kill is in tests/test_confirm.py,
+SIGTERM in tests/test_node_loss.py, Ctrl-C in tests/test_reliability.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pandas as pd
 import pytest
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
+from campaign_helpers import reports as folder_reports
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from ngpt_tune.experiment import RESULT_FILE, trial_dirname
-from ngpt_tune.search import ResumableASHA
+from ngpt_tune.search import ResumableASHA, study_storage
 
 ASHA = {"time_attr": "step", "metric": "val_loss", "mode": "min", "max_t": 200,
         "grace_period": 40, "reduction_factor": 2}  # rungs at steps 40, 80 and 160
@@ -99,7 +100,6 @@ def test_a_new_experiment_replays_nothing(tmp_path):
 
 
 # ---- end to end: the CLI killed with kill -9, then `resume` ------------------------------
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 # three learning rates, one at a time, in grid order; the hopeless one comes last, so ASHA
 # stops it at the rung at step 60 by comparing it with the two before it
 KILLED_SPEC = """
@@ -112,39 +112,6 @@ max_concurrent_trials: 1
 """
 
 
-def _start(spec_path: Path, storage: Path, cwd: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage", str(storage),
-           "--name", "exp"]
-    return subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _kill_when(proc: subprocess.Popen, experiment: Path, ready, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError("the run ended before the kill:\n" + proc.stdout.read()[-3000:])
-            if experiment.is_dir() and ready(_reports(experiment)):
-                return
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for the moment to kill")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and its local Ray
-        proc.wait()
-
-
-def _reports(experiment: Path) -> list[list[dict]]:
-    return [results(t) for t in trial_dirs(experiment) if (t / RESULT_FILE).exists()]
-
-
-def _resume(experiment: Path, cwd: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "resume", str(experiment)],
-                         cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-
-
 def _outcome(experiment: Path) -> dict[float, tuple[str, int]]:
     trials = pd.read_parquet(experiment / "trials.parquet")
     history = pd.read_parquet(experiment / "history.parquet")
@@ -155,23 +122,21 @@ def _outcome(experiment: Path) -> dict[float, tuple[str, int]]:
 
 @pytest.mark.slow
 def test_a_campaign_killed_mid_trial_resumes_to_the_uninterrupted_outcome(ray_session, tmp_path):
-    spec_path = write_spec(tmp_path, KILLED_SPEC, steps=180, eval_every=10)
+    spec_path = write_spec(tmp_path, KILLED_SPEC, steps=120, eval_every=10)  # one rung, at 60
     reference = _outcome(run(spec_path, tmp_path / "reference", "exp"))
     assert reference[1.0e-5] == ("stopped", 60)  # what makes this test discriminate
 
-    experiment = tmp_path / "killed" / "exp"
-    proc = _start(spec_path, experiment.parent, tmp_path)
-
-    def third_trial_before_its_rung(rows: list[list[dict]]) -> bool:
+    def third_trial_before_its_rung(experiment: Path) -> bool:
         # two trials ended at or past the rung at step 60; the third has reported twice
+        rows = folder_reports(experiment)
         return len(rows) == 3 and all(rows) and sorted(len(r) >= 2 and r[-1]["step"] < 60
                                                        for r in rows) == [False, False, True]
 
-    _kill_when(proc, experiment, third_trial_before_its_rung)
-    assert sum(r[-1]["step"] < 60 for r in _reports(experiment)) == 1, (
+    killed = kill_and_resume(spec_path, tmp_path / "killed" / "exp",
+                             when=third_trial_before_its_rung, between=folder_reports)
+    assert sum(r[-1]["step"] < 60 for r in killed.between) == 1, (
         "the kill came after the rung: the scenario did not happen")
-
-    _resume(experiment, tmp_path)
+    experiment = killed.experiment
     assert _outcome(experiment) == reference
     summary = json.loads((experiment / "summary.json").read_text())
     reference_summary = json.loads((tmp_path / "reference" / "exp" / "summary.json").read_text())
@@ -189,10 +154,9 @@ searcher: grid
 scheduler: fifo
 max_concurrent_trials: 1
 """, steps=60, eval_every=20)
-    experiment = tmp_path / "results" / "exp"
-    proc = _start(spec_path, experiment.parent, tmp_path)
-    _kill_when(proc, experiment, lambda rows: any(r and r[-1]["finished"] for r in rows))
-    _resume(experiment, tmp_path)
+    experiment = kill_and_resume(
+        spec_path, tmp_path / "results" / "exp",
+        when=lambda e: any(r and r[-1]["finished"] for r in folder_reports(e))).experiment
 
     history = pd.read_parquet(experiment / "history.parquet")
     assert not history.duplicated(["trial_id", "step"]).any()
@@ -200,3 +164,64 @@ max_concurrent_trials: 1
     summary = json.loads((experiment / "summary.json").read_text())
     ranked = [e["trial_id"] for e in summary["ranking"]]
     assert len(ranked) == len(set(ranked)) == 2
+
+
+# Optuna's TPE (after 2 random trials), one trial at a time, every trial to its end
+OPTUNA_SPEC = """
+name: journal-test
+search:
+  model.alpha: {loguniform: [0.03, 0.5]}
+  optim.lr: {loguniform: [1.0e-3, 3.0e-2]}
+searcher: {name: optuna, seed: 0, n_startup_trials: 2}
+scheduler: fifo
+num_samples: 4
+max_concurrent_trials: 1
+"""
+
+
+@pytest.mark.slow
+def test_killed_optuna_campaign_resumes_its_trials_and_the_same_study(tmp_path):
+    """kill -9 of `run` once its first trial has finished and the second is half done;
+    `resume` finishes the campaign: the finished trial is not trained again, the unfinished
+    one continues from its last checkpoint, and the Optuna study is the same one: one Optuna
+    trial per Ray trial (plus any asked just before the kill, told FAIL), none told twice,
+    finished ones COMPLETE with their final val_loss."""
+    spec_path = write_spec(tmp_path, OPTUNA_SPEC, steps=60, eval_every=10)
+
+    def first_finished_and_second_half_done(experiment: Path) -> bool:
+        rows = folder_reports(experiment)
+        done = [r for r in rows if r and r[-1]["finished"]]
+        running = [r for r in rows if len(r) >= 3 and not r[-1]["finished"]]
+        return len(done) == 1 and len(running) == 1
+
+    killed = kill_and_resume(
+        spec_path, tmp_path / "results" / "exp", when=first_finished_and_second_half_done,
+        between=lambda e: {t.name: results(t) for t in trial_dirs(e)})
+    experiment, before = killed.experiment, killed.between
+    finished_before = [name for name, rows in before.items() if rows and rows[-1]["finished"]]
+    assert len(finished_before) == 1
+
+    after = {t.name: results(t) for t in trial_dirs(experiment)}
+    assert len(after) == 4
+    assert all(rows[-1]["finished"] for rows in after.values())
+    name = finished_before[0]
+    trained_again = [r for r in after[name] if r["step"] < before[name][-1]["step"]
+                     and r not in before[name]]
+    assert not trained_again, "a finished trial was trained again"
+    for rows in after.values():  # unfinished trials continued from their last checkpoint
+        steps = [r["step"] for r in rows]
+        assert steps == sorted(steps), steps
+    assert (experiment / "summary.json").exists()
+
+    study = optuna.load_study(study_name=None, storage=study_storage(str(experiment)))
+    told = [t for t in study.trials if t.state != TrialState.FAIL]
+    trials = trial_dirs(experiment)
+    assert len(trials) == len(told) == 4
+    by_params = {tuple(sorted(t.params.items())): t for t in told}
+    for trial in trials:
+        params = json.loads((trial / "params.json").read_text())
+        rows = results(trial)
+        ot = by_params[tuple(sorted(params.items()))]
+        assert rows[-1]["finished"] and ot.state == TrialState.COMPLETE
+        assert ot.value == pytest.approx(rows[-1]["val_loss"])
+        assert sorted(ot.intermediate_values) == list(range(1, 7))

@@ -1,22 +1,17 @@
 """The searchers: the Optuna study persisted in the experiment folder (journal file), read back
 with Optuna's own API, continued on resume with no trial told twice; repeats' learning curves
-passed on to Optuna."""
+passed on to Optuna. The kill-and-resume of an Optuna campaign: tests/test_resume.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from campaign_helpers import results, run, trial_dirs, write_spec
+from campaign_helpers import results, trial_dirs, write_spec
+from experiments import ASHA_TRIALS
 from optuna.trial import TrialState
 
 from ngpt_tune.request import build_spec
@@ -49,15 +44,14 @@ def _load(experiment: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_study_in_the_experiment_matches_its_trials(ray_session, tmp_path):
-    spec_path = write_spec(tmp_path, SPACE)
-    experiment = run(spec_path, tmp_path / "results", "exp")
+def test_study_in_the_experiment_matches_its_trials(asha_campaign):
+    experiment = asha_campaign  # Optuna + ASHA, built once (tests/experiments.py)
     assert (experiment / JOURNAL_FILE).is_file()
     study = _load(experiment)  # what a notebook or optuna-dashboard opens
-    assert study.study_name == "journal-test"
+    assert study.study_name == "asha-test"  # the campaign's name
     by_params = {tuple(sorted(t.params.items())): t for t in study.trials}
     trials = trial_dirs(experiment)
-    assert len(study.trials) == len(trials) == 6
+    assert len(study.trials) == len(trials) == ASHA_TRIALS
     states = set()
     for trial in trials:
         params = json.loads((trial / "params.json").read_text())
@@ -138,52 +132,3 @@ def test_optuna_dashboard_opens_the_journal(tmp_path):
     storage = storage_url.guess_storage_from_url(str(tmp_path / "exp" / JOURNAL_FILE))
     (trial,) = optuna.load_study(study_name="journal-test", storage=storage).trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 5.0, 2: 4.0}
-
-
-@pytest.mark.slow
-def test_killed_optuna_campaign_resumes_the_same_study(tmp_path):
-    """kill -9 of `run` while a trial trains; `resume` finishes the campaign in the same study:
-    one Optuna trial per Ray trial (plus any asked just before the kill, told FAIL), none told
-    twice, finished ones COMPLETE with their final val_loss."""
-    spec_path = write_spec(tmp_path, SPACE.replace("num_samples: 6", "num_samples: 4") +
-                           "max_concurrent_trials: 1\nscheduler: fifo\n", steps=60,
-                           eval_every=10)
-    spec_path.write_text(spec_path.read_text().replace(
-        "scheduler: {name: asha, time_attr: step, grace_period: 6, reduction_factor: 2}\n", ""))
-    experiment = tmp_path / "results" / "exp"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "ngpt_tune", "run", str(spec_path), "--storage",
-           str(experiment.parent), "--name", "exp"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def second_trial_half_done() -> bool:
-        rows = [results(t) for t in trial_dirs(experiment)] if experiment.is_dir() else []
-        return any(r and r[-1]["finished"] for r in rows) and any(
-            len(r) >= 3 and not r[-1]["finished"] for r in rows)
-
-    try:
-        deadline = time.monotonic() + 300
-        while not second_trial_half_done():
-            assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
-            time.sleep(0.5)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    out = subprocess.run([sys.executable, "-m", "ngpt_tune", "resume", str(experiment)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-
-    study = _load(experiment)
-    told = [t for t in study.trials if t.state != TrialState.FAIL]
-    trials = trial_dirs(experiment)
-    assert len(trials) == len(told) == 4
-    by_params = {tuple(sorted(t.params.items())): t for t in told}
-    for trial in trials:
-        params = json.loads((trial / "params.json").read_text())
-        rows = results(trial)
-        ot = by_params[tuple(sorted(params.items()))]
-        assert rows[-1]["finished"] and ot.state == TrialState.COMPLETE
-        assert ot.value == pytest.approx(rows[-1]["val_loss"])
-        assert sorted(ot.intermediate_values) == list(range(1, 7))

@@ -91,6 +91,25 @@ def test_smoke_version_is_cpu_sized(path, monkeypatch):
     assert not {p.key for p in spec.params} & {"model.n_layer", "model.n_embd", "data.batch_size"}
 
 
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_smoke_version_validates_and_every_searched_value_resolves(path, monkeypatch, capsys):
+    """`validate SPEC --smoke` (no Ray), and every value a searched key takes (each bound of a
+    range, each choice), in every variant, gives a valid smoke-sized Config. Through Ray, only
+    the specs that take different paths run (tests/test_runner.py)."""
+    from ngpt_tune.__main__ import main
+
+    monkeypatch.delenv("NGPT_DATA_DIR", raising=False)
+    assert main(["validate", str(path), "--smoke"]) == 0
+    spec = build_spec(str(path), smoke=True)
+    assert f"trials  {spec.trial_count()} " in capsys.readouterr().out
+    points = [{}] + [{p.key: v} for p in spec.params for v in p.values]
+    for variant in list(spec.variants) or [None]:
+        for point in points:
+            config = spec.resolve({**point, VARIANT_KEY: variant} if variant else point)
+            assert config.train.device == "cpu" and config.data.dir == BUILTIN_DATA
+            assert config.model.n_embd == SMOKE_MODEL["n_embd"]
+
+
 @pytest.mark.parametrize("name", ["advanced", "gated"])
 def test_batch_sizes_are_compared_at_equal_tokens(name, fineweb):
     spec = load(name)
