@@ -92,7 +92,9 @@ def direct_optimum(folder: Path, seed: int, *, steps: int, trials: int, target: 
     estimator over the trials compared at one budget."""
     from analysis.ladder_fit import size_optimum, size_trials
     from analysis.load import load_experiment
-    from ngpt_tune.request import build_spec
+    from ngpt_tune.experiment import write_campaign
+    from ngpt_tune.provenance import provenance
+    from ngpt_tune.request import build_spec, campaign_record
     from ngpt_tune.runner import build_tuner
 
     name = f"direct-{seed}"
@@ -103,6 +105,8 @@ def direct_optimum(folder: Path, seed: int, *, steps: int, trials: int, target: 
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     spec = build_spec(str(path))
+    write_campaign(folder / name, campaign_record(spec, request=None, command="transfer.py",
+                                                  provenance=provenance()))  # for the analysis
     build_tuner(spec, storage=str(folder), name=name).fit()
     compared = size_trials(load_experiment(folder / name), spec.search_keys)
     out = {"compared_at_step": compared["step"], "n_trials": len(compared["trials"])}

@@ -53,8 +53,8 @@ def test_real_campaign_record_gives_the_searched_distributions(smoke_experiment)
 
     summary = summarize(load_experiment(smoke_experiment))
     assert summary["search_space"] == {
-        "model.alpha": {"dist": "loguniform", "args": [0.03, 0.5]},
-        "optim.lr": {"dist": "loguniform", "args": [3e-4, 1e-2]},
+        "model.alpha": {"dist": "loguniform", "args": [0.005, 0.5]},
+        "optim.lr": {"dist": "loguniform", "args": [1e-2, 1.0]},
     }
     for key in ("model.alpha", "optim.lr"):
         effect = summary["parameters"].get(key)
