@@ -90,9 +90,18 @@ max_failures: 2
     rows = results(lost)
 
     # it was retried on the surviving node, from its last checkpoint, not from step 0
-    assert json.loads((lost / "provenance.json").read_text())["node_id"] == nodes["head"]
     restarts = [i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1]
     assert restarts, "the trial was not restored"
+    # where the retry ran: its provenance, or (when Tune's artifact sync brought back the first
+    # attempt's provenance.json along with the checkpoint) the worker process that reported it,
+    # one the head node's other trial reported from (Tune reuses that actor)
+    on_head = {r["pid"] for t in trial_dirs(experiment) if t != lost
+               and json.loads((t / "provenance.json").read_text())["node_id"] == nodes["head"]
+               for r in results(t)}
+    retried_in = {r["pid"] for r in rows[restarts[-1]:]}
+    assert (json.loads((lost / "provenance.json").read_text())["node_id"] == nodes["head"]
+            or retried_in <= on_head), (retried_in, on_head)
+    assert not retried_in & {r["pid"] for r in rows[:restarts[-1]]}  # not the lost process
     resumed_at = rows[restarts[-1]]["step"] - 10  # the checkpoint's step
     assert resumed_at > 0
     assert resumed_at in [r["step"] for r in rows[:restarts[-1]]]
