@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ngpt_tune.errors import NgptTuneError
 from ngpt_tune.experiment import (
     CONFIRM_DIR,
     RESULT_FILE,
@@ -70,7 +71,7 @@ def campaign_view(folder: str | os.PathLike) -> CampaignView:
         root = (folder / relative).resolve()
         try:
             stages = read_stages(read_campaign(root))
-        except Exception:  # a stage folder copied away from its campaign: analyse it alone
+        except NgptTuneError:  # a stage folder copied away from its campaign: analyse it alone
             return CampaignView(folder, record, [], None)
         where = posixpath.normpath(os.path.relpath(folder.resolve(), root))
         here = next((s for s in stages if posixpath.normpath(s.folder) == where), None)
