@@ -8,7 +8,6 @@ points back at the campaign (``campaign_root``), so any folder can be analysed a
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from ngpt_tune.experiment import (
     CONFIRM_DIR,
     RESULT_FILE,
     STAGES_KEY,
-    SUMMARY_FILE,
     TRIAL_PREFIX,
     Stage,
     read_campaign,
@@ -110,8 +108,3 @@ def stage_sections(view: CampaignView, summaries: dict[str, dict[str, Any]]) -> 
                 entry["confirmed_winner"] = {k: winner.get(k) for k in ("arm", "mean", "n")}
         out.append(entry)
     return out
-
-
-def read_summary(folder: Path) -> dict[str, Any] | None:
-    path = folder / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 from typing import Any
 
-from ngpt_tune.config import TrainConfig, nest_dotted, set_dotted
+from ngpt_tune.config import TrainConfig, get_dotted, nest_dotted, set_dotted
 from ngpt_tune.errors import ConfigError
 from ngpt_tune.smoke import smoke_confirm
 from ngpt_tune.space import parse_search
@@ -31,7 +31,8 @@ def active_ladder(spec: CampaignSpec) -> LadderSpec:
 
 def first_steps(spec: CampaignSpec) -> int:
     """train.steps of the first size (what ``--smoke`` forced, else the base's)."""
-    return int(spec.forced.get("train.steps", _base(spec, "train.steps", TrainConfig().steps)))
+    return int(spec.forced.get("train.steps",
+                               get_dotted(spec.base, "train.steps", TrainConfig().steps)))
 
 
 def size_spec(spec: CampaignSpec, ladder: LadderSpec, index: int) -> CampaignSpec:
@@ -116,12 +117,3 @@ def target_mapping(raw: dict[str, Any], ladder: LadderSpec,
     out["confirm"] = {"top_k": TARGET_CONFIRM.top_k, "seeds": TARGET_CONFIRM.seeds}
     parse_spec(out)
     return out
-
-
-def _base(spec: CampaignSpec, key: str, default: Any) -> Any:
-    node: Any = spec.base
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node

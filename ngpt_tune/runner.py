@@ -194,8 +194,3 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
 def interrupted(results: Any) -> bool:
     """Whether a Tune run ended with trials left to run (Ctrl-C, SIGTERM)."""
     return bool(results) and any(not r.metrics.get("done", True) for r in results)
-
-
-def can_restore(folder: str) -> bool:
-    """Whether Tune saved an experiment's state in ``folder`` (on remote storage: assumed)."""
-    return is_remote(folder) or tune.Tuner.can_restore(folder)
