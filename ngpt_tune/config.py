@@ -92,8 +92,12 @@ class OptimConfig:
     weight_decay: float = 0.0  # nGPT needs none: its matrices live on the sphere
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     warmup_steps: int = 0
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     min_lr_ratio: float = 0.1  # final lr as a fraction of the peak
+    # wsd (warmup-stable-decay): the peak lr until the last cooldown_frac of the steps, then
+    # down to min_lr_ratio; 1-sqrt is Hägele et al. 2024's best shape at a 20% cooldown
+    cooldown_frac: float = 0.2
+    cooldown_shape: Literal["linear", "1-sqrt", "cosine"] = "1-sqrt"
     muon_lr: float = 0.02  # modded-nanogpt's Muon lr for hidden matrices
     muon_momentum: float = 0.95
     ns_steps: int = 5  # quintic Newton-Schulz iterations
@@ -108,6 +112,8 @@ class OptimConfig:
             raise ConfigError("must be in [0, 1)", key="muon_momentum")
         if self.min_lr_ratio > 1.0:
             raise ConfigError("must be in [0, 1]", key="min_lr_ratio")
+        if not 0.0 < self.cooldown_frac <= 1.0:
+            raise ConfigError(f"must be in (0, 1], got {self.cooldown_frac}", key="cooldown_frac")
 
 
 @dataclass(frozen=True)

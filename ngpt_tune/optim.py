@@ -112,14 +112,37 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
 
 
 def lr_multiplier(step: int, total: int, cfg: OptimConfig) -> float:
-    """Linear warmup over ``warmup_steps``, then cosine/linear decay to ``min_lr_ratio``."""
+    """Linear warmup over ``warmup_steps``, then the schedule down to ``min_lr_ratio``.
+
+    cosine/linear decay over every step after the warmup; wsd holds the peak and decays over
+    the last ``cooldown_frac`` of the ``total`` steps (never into the warmup) in
+    ``cooldown_shape``; constant stays at the peak.
+    """
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant" or total <= cfg.warmup_steps:
         return 1.0
+    if cfg.schedule == "wsd":
+        start = max(cfg.warmup_steps, total - round(cfg.cooldown_frac * total))
+        if step < start:
+            return 1.0
+        return cooldown_multiplier(step - start, total - start, cfg)
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+def cooldown_multiplier(step: int, length: int, cfg: OptimConfig, *, peak: float = 1.0) -> float:
+    """Step ``step`` of a ``length``-step cooldown in ``cooldown_shape``, from ``peak`` (a
+    multiplier of the peak lr) down to ``min_lr_ratio``, which it reaches at ``step == length``."""
+    progress = min(1.0, step / max(1, length))
+    if cfg.cooldown_shape == "1-sqrt":
+        shape = 1 - math.sqrt(progress)
+    elif cfg.cooldown_shape == "cosine":
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        shape = 1 - progress
+    return cfg.min_lr_ratio + (peak - cfg.min_lr_ratio) * shape
 
 
 def set_lr(optimizers: list[torch.optim.Optimizer], multiplier: float) -> None:

@@ -51,3 +51,36 @@ def test_lr_schedule():
     linear = OptimConfig(schedule="linear", min_lr_ratio=0.0)
     assert lr_multiplier(25, 100, linear) == pytest.approx(0.75)
     assert lr_multiplier(70, 100, OptimConfig(schedule="constant")) == 1.0
+
+
+def test_wsd_holds_the_peak_then_cools_down_in_its_shape():
+    cfg = OptimConfig(warmup_steps=10, schedule="wsd", min_lr_ratio=0.0, cooldown_frac=0.2,
+                      cooldown_shape="linear")
+    curve = [lr_multiplier(s, 100, cfg) for s in range(101)]
+    assert curve[4] == pytest.approx(0.5)  # warmup as under every schedule
+    assert curve[9:81] == [1.0] * 72  # stable until the last 20 of 100 steps
+    assert curve[90] == pytest.approx(0.5)  # half-way down the linear cooldown
+    assert curve[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(curve[9:], curve[10:]))  # never rises after the warmup
+    sqrt = OptimConfig(schedule="wsd", min_lr_ratio=0.1, cooldown_frac=0.2,
+                       cooldown_shape="1-sqrt")
+    assert lr_multiplier(80, 100, sqrt) == pytest.approx(1.0)
+    assert lr_multiplier(85, 100, sqrt) == pytest.approx(0.1 + 0.9 * (1 - 0.25 ** 0.5))
+    assert lr_multiplier(100, 100, sqrt) == pytest.approx(0.1)
+    cos = OptimConfig(schedule="wsd", min_lr_ratio=0.0, cooldown_frac=0.5, cooldown_shape="cosine")
+    assert lr_multiplier(75, 100, cos) == pytest.approx(0.5)
+
+
+def test_wsd_cooldown_never_eats_the_warmup():
+    cfg = OptimConfig(warmup_steps=30, schedule="wsd", min_lr_ratio=0.0, cooldown_frac=1.0,
+                      cooldown_shape="linear")
+    assert lr_multiplier(29, 100, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(65, 100, cfg) == pytest.approx(0.5)  # 70 steps of cooldown from 30
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5])
+def test_wsd_cooldown_fraction_out_of_range_names_the_key(bad):
+    from ngpt_tune.config import Config
+    from ngpt_tune.errors import ConfigError
+    with pytest.raises(ConfigError, match="optim.cooldown_frac"):
+        Config.from_dict({"optim": {"schedule": "wsd", "cooldown_frac": bad}})
