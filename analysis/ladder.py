@@ -70,7 +70,9 @@ def write_ladder_files(folder: Path, record: dict[str, Any], section: dict[str, 
              if ladder.tokens != "equal" else None)
     raw = yaml.safe_load(record["request"]["spec_yaml"])
     written = [write_text(folder / TARGET_SPEC,
-                          yaml.safe_dump(target_mapping(raw, ladder, ranges, steps=steps),
-                                         sort_keys=False))]
+                          yaml.safe_dump(target_mapping(
+                              raw, ladder, ranges, steps=steps,
+                              prediction={k: f["prediction"] for k, f in section["fits"].items()}),
+                              sort_keys=False))]
     plot = plot_ladder(section, folder / LADDER_PLOT)
     return [*written, *([plot] if plot else [])]

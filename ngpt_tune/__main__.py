@@ -41,7 +41,9 @@ def run_request(args: argparse.Namespace):
     """The :class:`ngpt_tune.request.RunRequest` of ``run`` / ``validate``'s arguments."""
     return RunRequest.from_file(args.spec, smoke=args.smoke, num_samples=args.num_samples,
                                 overrides=parse_sets(args.set),
-                                loggers=tuple(getattr(args, "logger", None) or ()))
+                                loggers=tuple(getattr(args, "logger", None) or ()),
+                                warm_start=tuple(str(Path(e).resolve()) if "://" not in e
+                                                 else e for e in args.warm_start or ()))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -80,7 +82,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"(n_head {base.model.n_head}, block {base.model.block_size}), "
           f"batch {base.data.batch_size}, {base.train.steps} steps, data {base.data.dir}")
     print(f"  metric  {spec.metric} ({spec.mode})")
-    print(f"  search  ({spec.searcher.name}, seed {spec.searcher.seed})")
+    sampler = f", {spec.searcher.sampler}" if spec.searcher.name == "optuna" else ""
+    print(f"  search  ({spec.searcher.name}{sampler}, seed {spec.searcher.seed})")
     for p in spec.params:
         print(f"    {p.key}: {p.describe()}")
     if spec.variants:
@@ -88,6 +91,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for name, overrides in spec.variants.items():
             shown = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
             print(f"    {name}: {shown}")
+    if spec.searcher.warm_start:
+        from ngpt_tune.warm_start import summary, warm_trials  # Optuna: only where asked
+
+        warm = summary(warm_trials(spec))
+        print(f"  warm start {warm['complete']} finished + {warm['pruned']} pruned trials from "
+              + ", ".join(f"{s} ({n})" for s, n in warm["by_source"].items()))
     scheduler = spec.scheduler.name
     if scheduler == "asha":
         grace, max_t = spec.asha_budgets()
@@ -207,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                        help="override base config keys, e.g. --set optim.lr=3e-4 "
                        "train.steps=100")
+        p.add_argument("--warm-start", action="append", metavar="EXPERIMENT",
+                       help="start the Optuna study from this earlier experiment's finished "
+                       "and pruned trials (repeatable; added to the spec's searcher.warm_start)")
 
     run = sub.add_parser("run", help=cmd_run.__doc__)
     spec_args(run)

@@ -30,6 +30,7 @@ from ngpt_tune.request import RunRequest, build_spec, campaign_record
 from ngpt_tune.runner import RunOptions, check_devices, init_ray, resolve_storage, tune_environment
 from ngpt_tune.spec import CampaignSpec
 from ngpt_tune.stages import KINDS, Campaign, stage_list
+from ngpt_tune.warm_start import warm_trials
 
 
 def run_campaign(spec: CampaignSpec, options: RunOptions, *, request: RunRequest,
@@ -38,6 +39,7 @@ def run_campaign(spec: CampaignSpec, options: RunOptions, *, request: RunRequest
     ``command``, the command line that started it, is recorded in ``campaign.json``."""
     command = command or f"python -m ngpt_tune run {request.spec_path}"
     check_devices(spec, options)
+    warm_trials(spec)  # a bad warm-start source or first point: one line, nothing started
     tune_environment()
     storage = resolve_storage(options.storage)
     name = options.name or f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"

@@ -15,6 +15,7 @@ An experiment folder is Ray Tune's ``storage_path/name``. The runner, the traina
         provenance.json         the resolved config, seed, code and hardware (the trainable)
         error.txt               the last failure's traceback, if the trial ever failed (Tune)
         checkpoint_*/           Tune's checkpoints
+    optuna_journal.log        the Optuna study (``searcher: optuna``; :data:`JOURNAL_FILE`)
     summary.json, trials.parquet, history.parquet, best_config.yaml, plots/, report.html
                               the analysis (``python -m ngpt_tune analyze``)
 
@@ -47,6 +48,7 @@ HISTORY_FILE = "history.parquet"
 BEST_CONFIG_FILE = "best_config.yaml"  # the confirmed winner when there is a confirmation
 SEARCH_BEST_CONFIG_FILE = "search_best_config.yaml"  # the search's own best, then
 PLOTS_DIR = "plots"
+JOURNAL_FILE = "optuna_journal.log"  # the Optuna study of an experiment (searcher: optuna)
 
 CONFIRM_DIR = "confirm"  # a confirmation stage's folder inside the experiment it confirms
 

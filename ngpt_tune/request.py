@@ -1,5 +1,5 @@
 """What the user asked for: a :class:`RunRequest` (the spec's text, ``--smoke``,
-``--num-samples``, ``--set``, ``--logger``), the spec it means (:func:`build_spec`), and the
+``--num-samples``, ``--set``, ``--logger``, ``--warm-start``), the spec it means (:func:`build_spec`), and the
 campaign record that stores both in ``campaign.json`` so that ``resume`` rebuilds the same spec
 with the same function. No Ray here.
 """
@@ -30,6 +30,7 @@ class RunRequest:
     num_samples: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # --set key=value, dotted keys
     loggers: tuple[str, ...] = ()  # --logger NAME: trackers added to the spec's loggers:
+    warm_start: tuple[str, ...] = ()  # --warm-start EXPERIMENT: added to searcher.warm_start
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **options: Any) -> RunRequest:
@@ -72,6 +73,13 @@ def build_spec(request: RunRequest | str | os.PathLike, *, check_data: bool = Tr
         spec = smoke_version(spec)
     if request.loggers:
         spec = dataclasses.replace(spec, loggers=spec.loggers.with_names(request.loggers))
+    if request.warm_start:
+        try:
+            searcher = dataclasses.replace(spec.searcher, warm_start=(
+                *spec.searcher.warm_start, *request.warm_start))
+        except ConfigError as err:
+            raise ConfigError(err.detail, source="--warm-start") from None
+        spec = dataclasses.replace(spec, searcher=searcher)
     if not check_data:
         return spec
     try:

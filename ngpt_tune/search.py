@@ -24,11 +24,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ngpt_tune.experiment import trial_reports
+from ngpt_tune.experiment import JOURNAL_FILE, trial_reports
 from ngpt_tune.files import is_remote, local_path
 from ngpt_tune.spec import SEED_KEY, CampaignSpec, Param
-
-JOURNAL_FILE = "optuna_journal.log"  # the Optuna study of an experiment, in its folder
+from ngpt_tune.warm_start import warm_trials
 
 
 def study_storage(experiment: str | None) -> BaseStorage | None:
@@ -88,6 +87,17 @@ class PruneAwareOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("diverged", bool(result.get("diverged", False)))
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def _setup_study(self, mode: Any) -> None:
+        """Ray's study, then, only when the study is new (not on resume): the warm-start
+        experiments' trials and the points to evaluate first (``searcher:`` in the spec)."""
+        super()._setup_study(mode)
+        spec = self._space.spec if isinstance(self._space, OptunaSpace) else None
+        if spec is None or self._ot_study.get_trials(deepcopy=False):
+            return
+        self._ot_study.add_trials(warm_trials(spec))
+        for point in spec.searcher.points_to_evaluate:
+            self._ot_study.enqueue_trial(point)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
@@ -218,12 +228,29 @@ def tpe_sampler(spec: CampaignSpec, **options: Any) -> optuna.samplers.TPESample
         return optuna.samplers.TPESampler(**kwargs)
 
 
+def gp_sampler(spec: CampaignSpec) -> optuna.samplers.GPSampler:
+    """Optuna's GPSampler (a Gaussian process with log expected improvement, fitted to the
+    COMPLETE trials) with the spec's seed and start-up trials, like :func:`tpe_sampler`."""
+    kwargs: dict[str, Any] = {"seed": spec.searcher.seed}
+    if spec.searcher.n_startup_trials:
+        kwargs["n_startup_trials"] = spec.searcher.n_startup_trials
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.GPSampler(**kwargs)
+
+
+def optuna_sampler(spec: CampaignSpec, **tpe: Any) -> optuna.samplers.BaseSampler:
+    """The sampler ``searcher.sampler`` names (``tpe``: with the ``tpe`` options)."""
+    return gp_sampler(spec) if spec.searcher.sampler == "gp" else tpe_sampler(spec, **tpe)
+
+
 def _optuna(spec: CampaignSpec, *, experiment: str | None = None,
             tpe: dict[str, Any] | None = None) -> Searcher:
-    """PruneAwareOptunaSearch on TPE, its study in ``experiment``'s journal (when given)."""
+    """PruneAwareOptunaSearch on the spec's sampler, its study in ``experiment``'s journal
+    (when given), started from the spec's warm-start experiments and points."""
     searcher: Searcher = PruneAwareOptunaSearch(
         space=OptunaSpace(spec), metric=spec.metric, mode=spec.mode,
-        sampler=tpe_sampler(spec, **(tpe or {})), storage=study_storage(experiment),
+        sampler=optuna_sampler(spec, **(tpe or {})), storage=study_storage(experiment),
         study_name=spec.name,
     )
     return SeedRepeater(searcher, spec.repeats) if spec.repeats > 1 else searcher

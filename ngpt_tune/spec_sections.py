@@ -19,6 +19,7 @@ from ngpt_tune.config import Config, ModelConfig, build_section, flatten_dotted
 from ngpt_tune.errors import ConfigError, unknown_key_message
 from ngpt_tune.experiment import VARIANT_KEY
 from ngpt_tune.flops import non_embedding_params
+from ngpt_tune.searcher_spec import SearcherSpec
 from ngpt_tune.space import Param
 
 __all__ = ["AXES", "LOGGERS", "TOKEN_RULES", "CheckpointSpec", "CompareSpec", "ConfirmSpec",
@@ -27,14 +28,7 @@ __all__ = ["AXES", "LOGGERS", "TOKEN_RULES", "CheckpointSpec", "CompareSpec", "C
            "parse_confirm", "parse_ladder", "parse_loggers", "parse_section", "smoke_ladder"]
 
 
-# ---- searcher:, scheduler:, resources:, checkpoint:, compare:, confirm: ------------------------
-@dataclass(frozen=True)
-class SearcherSpec:
-    name: Literal["optuna", "random", "grid"] = "optuna"
-    seed: int = 0
-    n_startup_trials: int = 0  # Optuna TPE random start-up trials; 0: Optuna's default
-
-
+# ---- searcher: (ngpt_tune.searcher_spec), scheduler:, resources:, checkpoint:, compare:, confirm: ------------------------
 @dataclass(frozen=True)
 class SchedulerSpec:
     name: Literal["asha", "fifo"] = "asha"

@@ -204,7 +204,8 @@ class TargetSearchKind(StageKind):
                                                  for k, f in section["fits"].items()}}
 
     def spec(self, c: Campaign, stage: Stage) -> CampaignSpec:
-        return target_search(c.spec, active_ladder(c.spec), stage.plan["ranges"])
+        return target_search(c.spec, active_ladder(c.spec), stage.plan["ranges"],
+                             stage.plan.get("prediction"))
 
     def start_line(self, c: Campaign, stage: Stage, spec: CampaignSpec, resuming: bool) -> str:
         if resuming:

@@ -204,3 +204,15 @@ def test_a_ladder_killed_in_a_size_and_in_its_target_search_resumes_to_the_end(t
     assert len(trial_dirs(experiment / "target")) == 4
     assert len(trial_dirs(experiment / "target" / "confirm")) == 4
     assert summary["confirm"]["winner"]
+
+
+def test_target_search_and_its_spec_file_ask_the_prediction_first():
+    ladder = parse_ladder({"sizes": SIZES, "target": TARGET})
+    ranges = {"optim.lr": {"loguniform": [1e-3, 1e-2]}, "model.alpha": {"loguniform": [0.1, 0.4]}}
+    prediction = {"optim.lr": 3e-3, "model.alpha": 0.5}  # alpha beyond its range: kept inside
+    spec = target_search(parse_spec(RAW), ladder, ranges, prediction)
+    assert spec.searcher.points_to_evaluate == ({"optim.lr": 3e-3, "model.alpha": 0.4},)
+    generated = parse_spec(target_mapping(RAW, ladder, ranges, prediction=prediction))
+    assert generated.searcher.points_to_evaluate == spec.searcher.points_to_evaluate
+    grid = parse_spec({**RAW, "searcher": "random"})  # no points for a variant generator
+    assert target_search(grid, ladder, ranges, prediction).searcher.points_to_evaluate == ()
