@@ -99,7 +99,7 @@ def source_trials(spec: CampaignSpec, source: str) -> list[FrozenTrial]:
             if not agrees(old, new[name]):
                 raise ConfigError(f"{source} searched {name} over {describe(old)}, not within "
                                   f"this campaign's {describe(new[name])}", key=KEY)
-        value = trial.value if trial.state == TrialState.COMPLETE else None
+        value = trial.value  # a pruned trial's: its last intermediate value (Optuna's tell)
         if value is not None and not math.isfinite(value):
             continue
         carried.append(optuna.trial.create_trial(
