@@ -85,6 +85,9 @@ def format_ranking(
             if percent is not None:
                 change += (f" ({percent:.2f}% better)" if percent >= 0
                            else f" ({-percent:.2f}% worse)")
+            if arm.get("difference_ci95"):
+                low, high = arm["difference_ci95"]
+                change += f" [{low:+.4f}, {high:+.4f}]"
             n_base = next((a["n"] for a in comparison["arms"] if a.get("baseline")), 0)
             lines.append(f"  {arm['arm']}: {change}, n={arm['n']} vs {n_base}: {arm['verdict']}")
         lines.append("")
@@ -169,19 +172,31 @@ def format_confirm(section: dict[str, Any], metric: str | None = None) -> list[s
         effect = "-" if c["effect"] is None else f"{c['effect']:+.4f}"
         ci = "" if c["effect_ci95"] is None else (
             f" [{c['effect_ci95'][0]:+.4f}, {c['effect_ci95'][1]:+.4f}]")
-        p = "" if c["p_holm"] is None else f", p={c['p_value']:.2g}, Holm p={c['p_holm']:.2g}"
+        p = "" if c["p_holm"] is None else f", p={c['p_value']:.4g}, Holm p={c['p_holm']:.4g}"
+        if c.get("wins"):
+            p = f", {c['wins'][0]} seeds won, {c['wins'][1]} lost" + p
         why = f" ({c['reason']})" if c.get("reason") else ""
         lines.append(
             f"  {c['arm']} vs {c['against_role']} {c['against']}: {effect}{ci} "
             f"({c['test']}, n={c['n'][0]} vs {c['n'][1]}{p}): {c['verdict']}{why}"
         )
+    if section.get("family_size"):
+        lines.append(f"  Holm's correction over {section['family_size']} tests (every pair of "
+                     "candidates and each against the baseline)")
+    how = section.get("p_best") or {}
+    if how.get("method"):
+        lines.append(f"P(best): {how['method']} over {how['seeds']} seeds")
+    if how.get("note"):
+        lines.append(f"P(best): {how['note']}")
+    lines += [f"note: {n}" for n in section.get("notes") or []]
     curse = section.get("winners_curse") or {}
     if curse.get("mean_optimism") is not None:
         rho = curse.get("spearman")
         lines.append(
             f"winner's curse: the search was {curse['mean_optimism']:+.4f} {metric} optimistic "
             "on average (search value vs confirmed mean)"
-            + ("" if rho is None else f"; rank correlation search vs confirmed: {rho:+.2f}")
+            + ("" if rho is None else f"; rank correlation search vs confirmed: {rho:+.2f}"
+               f" (p={curse['spearman_p']:.4g}, {curse.get('spearman_method') or 'scipy'})")
         )
     missing = section.get("not_counted") or []
     if missing:
