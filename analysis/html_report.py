@@ -236,9 +236,8 @@ def _comparison_section(summary: dict[str, Any]) -> str | None:
              num(a.get("p_value")), num(a.get("p_holm")), Raw(verdict(a.get("verdict")))]
             for a in arms
         ]
-        parts.append(table(["arm", "n", "mean", "95% CI", "difference", "its 95% CI",
-                            "improvement", "p (Welch)", "Holm p", "verdict"], rows,
-                           table_id="comparison-table"))
+        parts.append(table(["arm", "n", "mean", "95% CI", "difference", "its 95% CI", "improvement",
+                            "p (Welch)", "Holm p", "verdict"], rows, table_id="comparison-table"))
     if comparison.get("note"):
         parts.append(f'<p class="note">{e(comparison["note"])}</p>')
     return "".join(parts)
