@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.formatting import count, num, pct, text_table, titled_table
+from analysis.ladder_fit import MAX_FAILED
 
 DEFAULT_LIMIT = 20
 
@@ -129,11 +130,22 @@ def _stage_lines(summary: dict[str, Any]) -> list[str]:
         lo, hi = fit["prediction_ci"]
         lines.append(f"ladder: {key} ~ size^{fit['exponent']:.3f} [{low:.3f}, {high:.3f}]; at "
                      f"the target: {fit['prediction']:.4g} [{lo:.4g}, {hi:.4g}]")
+    if ladder.get("fits"):
+        lines.append(f"  ({next(iter(ladder['fits'].values())).get('covers', '')})")
     fallbacks = [f"{key} at size {r['size']:,.0f}" for r in ladder.get("rungs") or []
                  for key, est in (r.get("optima") or {}).items()
                  if not str(est.get("method", "")).startswith("quadratic")]
     if fallbacks:
-        lines.append("ladder: no convex fit, best-3 fallback used for " + "; ".join(fallbacks))
+        lines.append("ladder: WARNING no convex fit, best-3 fallback used (and counted in the "
+                     "trend) for " + "; ".join(fallbacks))
+    shaky = [f"{key} at size {r['size']:,.0f} ({est['failed_draws']:.0%})"
+             for r in ladder.get("rungs") or [] for key, est in (r.get("optima") or {}).items()
+             if (est.get("failed_draws") or 0) > MAX_FAILED]
+    if shaky:
+        lines.append("ladder: bootstrap fits that failed (left out of the interval): "
+                     + "; ".join(shaky))
+    if ladder.get("budget_warning"):
+        lines.append(f"ladder: WARNING {ladder['budget_warning']}")
     stages = summary.get("stages") or []
     if len(stages) > 1:
         lines += ["", "stages: " + ", ".join(f"{s['name']} ({s['kind']}) {s['status']}"
