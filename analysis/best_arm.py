@@ -16,9 +16,13 @@ The rule for diverged runs (a non-finite final value: NaN or inf):
 
 P(best) is a posterior probability, not a bootstrap frequency: the arms' values on the seeds all
 of them finished (each seed once: a duplicated seed is averaged) are read as
-``value = arm effect + seed effect + noise`` (two-way layout, pooled noise variance), and with
-flat priors the arm means have a Student-t posterior (df = (k - 1)(n - 1)); ``rounds`` draws from
-it, the best mean in each draw wins, ties split evenly. Without ``MIN_SEEDS`` common seeds each
+``value = arm effect + seed effect + noise`` (two-way layout, pooled noise variance drawn from
+its scaled inverse chi-square, df = (k - 1)(n - 1)), the arm effects drawn from a normal whose
+spread is estimated from the arms themselves (empirical Bayes: each arm's mean is shrunk toward
+the grand mean by ``1 - noise / between-arm variance``, clipped to [0, 1]). The flat-prior t
+posterior was overconfident on close arms (the leader's median P(best) 0.56 with 4 equal arms);
+shrinkage is what makes "P(best) = 0.9" mean 9 in 10 (RESULTS.md, section 9). ``rounds`` draws,
+the best mean in each draw wins, ties split evenly (all arms tied when nothing separates them). Without ``MIN_SEEDS`` common seeds each
 arm's mean gets its own t posterior (its own finite runs, ``MIN_SEEDS`` or more each);
 otherwise P(best) is not given. Its calibration is measured in tests/test_stat_simulations.py
 and benchmarks/RESULTS.md (section 9).
@@ -78,9 +82,13 @@ def p_best(arms: list[dict[str, Any]], *, minimize: bool, rounds: int, seed: int
         k, n = y.shape
         resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
         df, rss = (k - 1) * (n - 1), float((resid ** 2).sum())
-        sigma = np.sqrt(rss / rng.chisquare(df, size=rounds))  # (rounds,)
-        means = y.mean(1)[:, None] + sigma / math.sqrt(n) * rng.standard_normal((k, rounds))
-        info.update(method="paired t posterior", seeds=n)
+        noise = rss / rng.chisquare(df, size=rounds) / n  # (rounds,): variance of an arm mean
+        m = y.mean(1)
+        spread = float(m.var(ddof=1))  # between-arm variance of the means
+        shrink = np.clip(1 - noise / spread, 0, 1) if spread > 0 else np.zeros(rounds)
+        means = m.mean() + shrink * (m - m.mean())[:, None] + np.sqrt(
+            shrink * noise) * rng.standard_normal((k, rounds))
+        info.update(method="paired posterior, arm effects shrunk (empirical Bayes)", seeds=n)
     else:
         small = [len(s) for s in per_seed if len(s) < MIN_SEEDS]
         if small:
@@ -141,17 +149,21 @@ def compare_runs(a: pd.Series, b: pd.Series, *, minimize: bool = True) -> dict[s
 
 
 def holm(p_values: list[float | None], alpha: float) -> list[tuple[float, bool] | None]:
-    """Holm-adjusted p-values and rejections (``statsmodels``' ``multipletests``), ``None``
-    kept where there was no test; the family is every p-value given."""
-    from statsmodels.stats.multitest import multipletests  # lazy: statsmodels is slow
-
+    """Holm-adjusted p-values and rejections, ``None`` kept where there was no test; the family
+    is every p-value given. The step-down in numpy (the i-th smallest of m times m - i, running
+    maximum, at most 1): the same numbers as ``statsmodels``' ``multipletests(method="holm")``
+    (tests/test_confirm_stats.py checks both), without its ``gc.collect()`` on every call, which
+    costs 0.1 s in a loaded process and made the simulations slow."""
     tested = [i for i, p in enumerate(p_values) if p is not None]
     out: list[tuple[float, bool] | None] = [None] * len(p_values)
     if tested:
-        reject, adjusted, _, _ = multipletests([p_values[i] for i in tested], alpha=alpha,
-                                               method="holm")
-        for i, r, p in zip(tested, reject, adjusted):
-            out[i] = (float(p), bool(r))
+        raw = np.asarray([p_values[i] for i in tested], dtype=float)
+        order = np.argsort(raw, kind="stable")
+        steps = raw[order] * (len(raw) - np.arange(len(raw)))
+        adjusted = np.empty_like(raw)
+        adjusted[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+        for i, p in zip(tested, adjusted):
+            out[i] = (float(p), bool(p <= alpha))
     return out
 
 

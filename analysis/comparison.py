@@ -2,7 +2,7 @@
 
 summary.json's ``comparison`` section: arms are the completed trials sharing a value of
 ``compare["by"]``, compared on their val_loss at the fewest tokens any completed trial saw.
-The arms' p-values are Holm-corrected together (``statsmodels``' ``multipletests``), and each
+The arms' p-values are Holm-corrected together (``analysis.best_arm.holm``), and each
 verdict has the difference's 95% Welch interval beside it. An arm that holds several
 configurations is represented by its best one, picked on these same values: its difference is
 shown as descriptive (``verdict`` says so), with no p-value, since a test of a maximum over k

@@ -9,7 +9,7 @@ and for candidates ``search_value`` and ``search_rank``) into numbers and verdic
 ``analysis.confirm`` builds that frame from the experiment folders and adds the rest of
 summary.json's ``confirm`` section (the schema below).
 
-Statistics (scipy and statsmodels; nothing re-implemented):
+Statistics (scipy; Holm step-down in numpy, checked against statsmodels in the tests):
 
 - per arm: n, mean, sample std, 95% t-interval of the mean (``analysis.stats.describe``) of
   its finite runs; non-finite values (a diverged run) are counted in ``n_failed``;
@@ -20,7 +20,7 @@ Statistics (scipy and statsmodels; nothing re-implemented):
   t-test (``scipy.stats.ttest_rel``) over the shared seeds both finished, a sign test when one
   arm diverged on a shared seed where the other did not, Welch's t-test when they share fewer
   than 2 seeds; the effect is ``mean(arm) - mean(against)`` with the test's 95% interval;
-- Holm's correction (``statsmodels.stats.multitest.multipletests(method="holm")``) over one
+- Holm's correction (``analysis.best_arm.holm``, as ``statsmodels``' ``multipletests``) over one
   family: every pair of candidates (the leader was chosen as the best mean of these same runs,
   so "vs leader" is tested as one of all pairwise comparisons) and each candidate against the
   baseline; ``family_size`` says how many tests it held. A verdict per comparison shown:
