@@ -66,3 +66,25 @@ def test_size_optimum_falls_back_when_not_convex():
     est = size_optimum(x, y, bootstrap=200, near_best=1.0)
     assert est["method"].startswith("fallback")
     assert est["value"] == pytest.approx(np.exp(np.mean(np.log(x[-3:]))))
+
+
+def test_a_fallback_size_and_unequal_budgets_are_flagged_in_printout_and_target_spec():
+    from analysis.ladder import _warnings
+    from analysis.ladder_fit import budget_warning
+    from analysis.report import _stage_lines
+
+    assert budget_warning([1.0, 1.0, 1.0]) is None
+    warning = budget_warning([1.0, 0.5, 1.0])
+    assert "different fractions of their budget (100%, 50%, 100%)" in warning
+    fit = {"exponent": -0.3, "exponent_ci": [-0.4, -0.2], "prediction": 1e-3,
+           "prediction_ci": [5e-4, 2e-3], "fallback_sizes": [2e5], "covers": "90% ..."}
+    section = {"fits": {"optim.lr": fit}, "budget_warning": warning, "rungs": [
+        {"size": 2e5, "optima": {"optim.lr": {"method": "fallback: the fit is not convex",
+                                              "failed_draws": 0.3}}}]}
+    head = _warnings(section)
+    assert head.startswith("# WARNING: optim.lr: no convex fit at size(s) 200,000")
+    assert "# WARNING: the sizes are compared at different fractions" in head
+    printed = "\n".join(_stage_lines({"ladder": section}))
+    assert "ladder: WARNING no convex fit, best-3 fallback used" in printed
+    assert "optim.lr at size 200,000 (30%)" in printed  # failed bootstrap fits
+    assert "ladder: WARNING the sizes are compared at different fractions" in printed
