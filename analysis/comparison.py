@@ -2,6 +2,12 @@
 
 summary.json's ``comparison`` section: arms are the completed trials sharing a value of
 ``compare["by"]``, compared on their val_loss at the fewest tokens any completed trial saw.
+The arms' p-values are Holm-corrected together (``analysis.best_arm.holm``), and each
+verdict has the difference's 95% Welch interval beside it. An arm that holds several
+configurations is represented by its best one, picked on these same values: its difference is
+shown as descriptive (``verdict`` says so), with no p-value, since a test of a maximum over k
+configurations against one baseline would be optimistic (``tests/test_stat_simulations.py``
+measures the rates).
 """
 
 from __future__ import annotations
@@ -12,15 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.best_arm import holm
 from analysis.load import Experiment
-from analysis.stats import describe, verdict, welch
+from analysis.stats import SIGNIFICANCE, describe, verdict, welch
 
 
 def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None:
-    """Each arm against the baseline arm at equal tokens, with Welch's t-test.
+    """Each arm against the baseline arm at equal tokens, with Welch's t-test (Holm-corrected).
 
     An arm is the completed trials sharing a value of ``compare["by"]``; where an arm holds
-    several configurations (other searched keys vary), its best one on the mean is used.
+    several configurations (other searched keys vary), its best one on the mean is shown,
+    labelled descriptive, without a test.
     """
     if not compare:
         return None
@@ -38,54 +46,69 @@ def compare_arms(exp: Experiment, compare: dict | None) -> dict[str, Any] | None
     at_tokens = {t: value_at_tokens(exp.history, t, tokens) for t in done["trial_id"]}
     done = done.assign(_at=done["trial_id"].map(at_tokens))
     minimize = exp.mode == "min"
-    chosen, notes = {}, []
+    chosen, best_of, notes = {}, {}, []
     for arm, rows in done.groupby(done[by].astype(str), sort=True):
         per_config = rows.groupby("config_id")["_at"].mean()
+        best_of[arm] = len(per_config)
         if len(per_config) > 1:
             pick = per_config.idxmin() if minimize else per_config.idxmax()
-            notes.append(f"arm {arm}: best of {len(per_config)} configurations (optimistic)")
+            notes.append(f"arm {arm}: best of {len(per_config)} configurations (descriptive)")
             rows = rows[rows["config_id"] == pick]
         chosen[arm] = rows
     if str(baseline) not in chosen:
         out["note"] = f"baseline {by}={baseline} has no completed trial"
         return out
-    base = chosen[str(baseline)]["_at"].tolist()
-    base_stats = describe(base)
-    arms = [str(baseline), *(a for a in chosen if a != str(baseline))]
-    for arm in arms:
-        rows = chosen[arm]
-        values = rows["_at"].tolist()
-        stats = describe(values)
-        entry = {
-            "arm": arm,
-            "group": rows["group"].iloc[0],
-            **stats,
-            "baseline": arm == str(baseline),
-        }
-        if arm != str(baseline):
-            diff = None
-            if stats["mean"] is not None and base_stats["mean"] is not None:
-                diff = stats["mean"] - base_stats["mean"]
-            gain = None if diff is None else (-diff if minimize else diff)
-            test = welch(values, base)
-            entry.update(
-                difference=diff,
-                improvement=gain,
-                improvement_pct=None
-                if gain is None or not base_stats["mean"]
-                else 100 * gain / abs(base_stats["mean"]),
-                test=test["test"],
-                p_value=test["p_value"],
-                verdict=verdict(
-                    diff,
-                    test["p_value"],
-                    n=(stats["n"], base_stats["n"]),
-                    better="lower" if minimize else "higher",
-                ),
-            )
-        out["arms"].append(entry)
+    entries = versus_baseline({a: r["_at"].tolist() for a, r in chosen.items()}, str(baseline),
+                              minimize=minimize, best_of=best_of)
+    for entry in entries:
+        entry["group"] = chosen[entry["arm"]]["group"].iloc[0]
+    out["arms"] = entries
     out["note"] = "; ".join(notes) or None
     return out
+
+
+def versus_baseline(samples: dict[str, list[float]], baseline: str, *, minimize: bool,
+                    best_of: dict[str, int] | None = None, alpha: float = SIGNIFICANCE
+                    ) -> list[dict[str, Any]]:
+    """The ``comparison`` section's arms from each arm's values: the baseline first, then each
+    other arm with its difference, Welch's interval, the raw and Holm-adjusted p-values (over
+    the arms tested) and a verdict; an arm that is the best of several configurations
+    (``best_of[arm] > 1``) gets no test."""
+    base = samples[baseline]
+    base_stats = describe(base)
+    entries = [{"arm": baseline, **base_stats, "baseline": True}]
+    for arm in (a for a in samples if a != baseline):
+        values, k = samples[arm], (best_of or {}).get(arm, 1)
+        stats = describe(values)
+        diff = None
+        if stats["mean"] is not None and base_stats["mean"] is not None:
+            diff = stats["mean"] - base_stats["mean"]
+        gain = None if diff is None else (-diff if minimize else diff)
+        test = welch(values, base) if k == 1 else {"test": None, "p_value": None}
+        entries.append({
+            "arm": arm, **stats, "baseline": False, "best_of": k, "difference": diff,
+            "difference_ci95": test.get("ci95"), "improvement": gain,
+            "improvement_pct": None if gain is None or not base_stats["mean"]
+            else 100 * gain / abs(base_stats["mean"]),
+            "test": test["test"], "p_value": test["p_value"], "p_holm": None,
+            "verdict": f"descriptive: the best of {k} configurations, picked on these values "
+                       "(no test)" if k > 1 else None,
+        })
+    tested = [e for e in entries[1:] if e["p_value"] is not None]
+    for e, result in zip(tested, holm([e["p_value"] for e in tested], alpha)):
+        e["p_holm"] = result[0]
+    for e in entries[1:]:
+        if e["verdict"] is None:
+            e["verdict"] = verdict(e["difference"], e["p_holm"], n=(e["n"], base_stats["n"]),
+                                   better="lower" if minimize else "higher", alpha=alpha)
+            if e["p_holm"] is not None and len(tested) > 1:
+                e["verdict"] = e["verdict"].replace(
+                    f"p={e['p_holm']:.2g})",
+                    f"p={e['p_value']:.2g}, Holm p={e['p_holm']:.2g} over {len(tested)} arms)")
+            elif e["p_holm"] is not None:
+                e["verdict"] = e["verdict"].replace(f"p={e['p_holm']:.2g}",
+                                                    f"p={e['p_value']:.2g}")
+    return entries
 
 
 def value_at_tokens(history: pd.DataFrame, trial_id: str, tokens: int) -> float:

@@ -67,6 +67,9 @@ def confirm_section(search: Experiment, confirmation: Experiment) -> dict[str, A
             note = "no provenance.json: best_config.yaml holds the searched values only"
         if leader.get("vs_baseline") == "worse":
             note = "the baseline arm is better than the confirmed winner (Holm-adjusted)"
+        if leader["n_failed"]:  # only when every candidate diverged somewhere
+            note = (f"diverged on {leader['n_failed']} of {leader['n'] + leader['n_failed']} "
+                    "seeds; every candidate diverged on at least as many")
         path = output_path(search, BEST_CONFIG_FILE)
         section["winner"] = {
             "arm": leader["arm"],

@@ -224,19 +224,20 @@ def _comparison_section(summary: dict[str, Any]) -> str | None:
     parts = [
         f"<p>Each arm ({e(comparison.get('by'))}) against "
         f"<b>{e(comparison.get('baseline'))}</b> at equal tokens "
-        f"({count(comparison.get('tokens'))}), with Welch's t-test.</p>"
+        f"({count(comparison.get('tokens'))}), with Welch's t-test, Holm-corrected over the "
+        "arms tested; an arm that is the best of several configurations is descriptive.</p>"
     ]
     arms = comparison.get("arms") or []
     if arms:
         rows = [
             [a.get("arm") + (" (baseline)" if a.get("baseline") else ""), a.get("n"),
              num(a.get("mean")), ci(a.get("ci95")), num(a.get("difference")),
-             signed_pct(a.get("improvement_pct")), num(a.get("p_value")),
-             Raw(verdict(a.get("verdict")))]
+             ci(a.get("difference_ci95")), signed_pct(a.get("improvement_pct")),
+             num(a.get("p_value")), num(a.get("p_holm")), Raw(verdict(a.get("verdict")))]
             for a in arms
         ]
-        parts.append(table(["arm", "n", "mean", "95% CI", "difference", "improvement",
-                            "p (Welch)", "verdict"], rows, table_id="comparison-table"))
+        parts.append(table(["arm", "n", "mean", "95% CI", "difference", "its 95% CI", "improvement",
+                            "p (Welch)", "Holm p", "verdict"], rows, table_id="comparison-table"))
     if comparison.get("note"):
         parts.append(f'<p class="note">{e(comparison["note"])}</p>')
     return "".join(parts)

@@ -4,6 +4,11 @@ PED-ANOVA (Watanabe et al. 2023) needs no scikit-learn (fANOVA does). Each trial
 ``FrozenTrial`` with distributions inferred from the values seen: numbers spanning 10x or more
 on a log scale, other numbers linear, anything else categorical.
 
+How many: PED-ANOVA on a handful of trials gives about the same shares whether a parameter
+matters or not (benchmarks/RESULTS.md, section 9, measures it: a parameter that does nothing
+against one that sets the loss); importance is shown from ``MIN_TRIALS`` (20) trials at one
+budget, and otherwise the section's ``reason`` says why it is not.
+
 Which trials: the completed ones when there are at least ``MIN_TRIALS``; otherwise (ASHA
 stopped most of them) the trials of the highest ASHA rung that ``MIN_TRIALS`` trials reached,
 each valued at that rung's budget (its first report at or past the budget, as ASHA saw it);
@@ -21,7 +26,7 @@ import pandas as pd
 
 from ngpt_tune.experiment import DEFAULT_METRIC, final_column
 
-MIN_TRIALS = 4
+MIN_TRIALS = 20  # below this PED-ANOVA does not separate signal from noise (RESULTS.md s. 9)
 MIN_PARAMS = 2
 
 
@@ -67,8 +72,11 @@ def param_importance(
         )
         return out
     if len(done) < MIN_TRIALS:
-        where = "completed trials" if rungs is None else "trials at any ASHA rung"
-        out["reason"] = f"needs >= {MIN_TRIALS} {where}, found {len(done)}"
+        where = ("completed trials" if rungs is None
+                 else "trials at one budget (completed or an ASHA rung)")
+        out["reason"] = (f"needs >= {MIN_TRIALS} {where}, found {len(done)}: with fewer, "
+                         "PED-ANOVA's shares do not tell a parameter that matters from one "
+                         "that does not")
         return out
     distributions = {k: infer_distribution(done[k].dropna().tolist()) for k in varying}
     verbosity = optuna.logging.get_verbosity()

@@ -45,8 +45,8 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
         ax.scatter(sizes[quad], value[quad], color="tab:blue", zorder=3,
                    label=f"optimum per size, {level} CI")
         if (~quad).any():
-            ax.scatter(sizes[~quad], value[~quad], facecolor="white", edgecolor="tab:blue",
-                       zorder=3, label="fallback (fit not convex)")
+            ax.scatter(sizes[~quad], value[~quad], facecolor="white", edgecolor="tab:red",
+                       zorder=3, label="FALLBACK: no convex fit (best 3), in the trend")
         ax.plot(span, np.exp(fit["intercept"]) * span ** fit["exponent"], color="black", lw=1,
                 label=f"fit: exponent {fit['exponent']:.2f} "
                       f"[{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
@@ -61,6 +61,17 @@ def plot_ladder(section: dict[str, Any], path: Path) -> Path | None:
     return save_png(fig, path)
 
 
+def _warnings(section: dict[str, Any]) -> str:
+    """YAML comments heading target_spec.yaml: sizes whose optimum fell back, unequal budgets."""
+    lines = [f"# WARNING: {key}: no convex fit at size(s) "
+             + ", ".join(f"{s:,.0f}" for s in fit["fallback_sizes"])
+             + " (best-3 fallback, counted in the trend)"
+             for key, fit in (section.get("fits") or {}).items() if fit.get("fallback_sizes")]
+    if section.get("budget_warning"):
+        lines.append(f"# WARNING: {section['budget_warning']}")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def write_ladder_files(folder: Path, record: dict[str, Any], section: dict[str, Any]) -> list[Path]:
     """``ladder.png`` and ``target_spec.yaml`` in a ladder campaign's ``folder``."""
     spec = build_spec(RunRequest.from_record(record["request"]), check_data=False)
@@ -70,7 +81,7 @@ def write_ladder_files(folder: Path, record: dict[str, Any], section: dict[str, 
              if ladder.tokens != "equal" else None)
     raw = yaml.safe_load(record["request"]["spec_yaml"])
     written = [write_text(folder / TARGET_SPEC,
-                          yaml.safe_dump(target_mapping(
+                          _warnings(section) + yaml.safe_dump(target_mapping(
                               raw, ladder, ranges, steps=steps,
                               prediction={k: f["prediction"] for k, f in section["fits"].items()}),
                               sort_keys=False))]

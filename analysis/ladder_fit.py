@@ -1,15 +1,21 @@
 """A ladder's fit, from its size folders: each size's optimum of every searched continuous
 parameter, how the optima move with size, and the prediction at the target size.
 
-1. :func:`size_optimum`: per parameter, a quadratic fit of the metric against log(parameter)
-   over the trials nearest the best (``near_best`` of them by metric), its vertex the
-   optimum; a bootstrap over those trials gives the interval. When the fitted parabola opens
-   downward, or its vertex lies outside the sampled values, the fit says nothing about where
-   the optimum is: the estimate falls back to the geometric mean of the best ``FALLBACK_TOP``
-   trials, and says so (``method``).
+1. :func:`size_optimum`: per parameter, a two-sided quadratic fit of the metric against
+   log(parameter) (a curvature on each side of the vertex: learning-rate curves are steeper
+   above their optimum than below, and one parabola then misplaces the vertex: RESULTS.md,
+   section 9) over the trials nearest the best (``near_best`` of them by metric), its vertex
+   the optimum; a bootstrap over those trials gives the interval, from the draws whose fit
+   succeeded (the share that failed is reported, never filled by another estimator). When the
+   fit is not convex, or its vertex sits at the end of the sampled values, the fit says
+   nothing about where the optimum is: the estimate falls back to the geometric mean of the
+   best ``FALLBACK_TOP`` trials, says so (``method``), and is flagged in the printout, the plot
+   and target_spec.yaml.
 2. :func:`fit_trend`: log(optimum) = exponent * log(size) + c (``np.polyfit``), the bootstrap
    propagating each size's own bootstrap draws (a ladder has 2-5 sizes: resampling sizes
    would mostly refit the same two points); the prediction at the target with its interval.
+   The sizes must be compared at the same fraction of their budget (``compared_at_fraction``);
+   ``fit_folders`` warns (``budget_warning``) when they are not.
 
 The default size axis is the non-embedding parameter count: it is what the compute per token
 scales with (Kaplan et al. 2020, arXiv 2001.08361, found the cleanest power laws in it), and
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from analysis.load import Experiment, load_experiment
 from ngpt_tune.experiment import read_campaign, read_stages
@@ -36,19 +43,42 @@ from ngpt_tune.spec_sections import LadderSpec
 CONTINUOUS = ("uniform", "loguniform", "quniform")  # searched parameters with an optimum to fit
 FALLBACK_TOP = 3  # the fallback estimate: geometric mean of the best 3 trials
 MIN_NEAR = 5  # a parabola through fewer trials is not worth fitting
+GRID = 48  # vertex candidates profiled across the sampled span (then refined)
+MAX_FAILED = 0.1  # a larger share of failed bootstrap fits is flagged in the printout
 
 
 # ---- step 1: one size's optimum ------------------------------------------------------------------
 def _vertex(x: np.ndarray, y: np.ndarray) -> float | None:
-    """argmin of the least-squares parabola through (x, y), or None when it is not convex or
-    its vertex lies outside the sampled x."""
-    if len(np.unique(x)) < 3:
+    """argmin of the least-squares two-sided parabola through (x, y): ``y = c + a_low (x - v)^2``
+    below the vertex v and ``c + a_high (x - v)^2`` above it, both curvatures positive (real
+    learning-rate curves are steeper above the optimum than below); v is profiled over a grid
+    of the sampled span (refined by a parabola through the 3 best RSS), with 2 or more trials on
+    each side. None when no convex fit exists or the best vertex sits at the end of the span."""
+    if len(np.unique(x)) < 4:
         return None
-    a, b, _ = np.polyfit(x, y, 2)
-    if not a > 0:
+    grid = np.linspace(x.min(), x.max(), GRID)
+    d = x[None, :] - grid[:, None]  # (grid, trials)
+    below = d < 0
+    design = np.stack([np.ones_like(d), np.where(below, d * d, 0.0), np.where(below, 0.0, d * d)],
+                      axis=2)  # (grid, trials, 3)
+    usable = (below.sum(1) >= 2) & ((~below).sum(1) >= 2)
+    if not usable.any():
         return None
-    vertex = -b / (2 * a)
-    return float(vertex) if x.min() <= vertex <= x.max() else None
+    xtx = np.einsum("gni,gnj->gij", design[usable], design[usable])
+    xty = np.einsum("gni,n->gi", design[usable], y)
+    with np.errstate(all="ignore"):
+        coef = np.linalg.solve(xtx + 1e-12 * np.eye(3), xty[..., None])[..., 0]
+    rss = ((np.einsum("gni,gi->gn", design[usable], coef) - y) ** 2).sum(1)
+    rss = np.where((coef[:, 1] > 0) & (coef[:, 2] > 0) & np.isfinite(rss), rss, np.inf)
+    g = int(np.argmin(rss))
+    if not np.isfinite(rss[g]) or g in (0, len(rss) - 1):
+        return None
+    where = grid[usable]
+    r0, r1, r2 = rss[g - 1], rss[g], rss[g + 1]
+    curve = r0 - 2 * r1 + r2
+    step = where[g + 1] - where[g]
+    shift = 0.5 * (r0 - r2) / curve if np.isfinite(curve) and curve > 0 else 0.0
+    return float(where[g] + np.clip(shift, -1, 1) * step)
 
 
 def _fallback(x: np.ndarray, y: np.ndarray) -> float:
@@ -59,10 +89,13 @@ def size_optimum(values: Any, metrics: Any, *, mode: str = "min", near_best: flo
                  log: bool = True, bootstrap: int = 1000, confidence: float = 0.9,
                  seed: int = 0) -> dict[str, Any]:
     """The optimum of one parameter from one rung's trials (``values`` of the parameter,
-    ``metrics`` of the trials): the vertex of a quadratic fit of the metric against
-    log(value) over the ``near_best`` share of the trials (at least ``MIN_NEAR``), best first;
-    a bootstrap over those trials for the interval. Returns value, low, high, method
-    (``quadratic`` or ``fallback: ...``), n_fit and ``draws`` (the bootstrap optima)."""
+    ``metrics`` of the trials): the vertex of a two-sided quadratic fit (:func:`_vertex`) of the
+    metric against log(value) over the ``near_best`` share of the trials (at least
+    ``MIN_NEAR``), best first; a bootstrap over those trials for the interval, from the draws
+    whose fit succeeded only (``failed_draws``: the share that did not; never replaced by the
+    fallback). Returns value, low, high, method (``quadratic`` or ``fallback: ...``), n_fit,
+    failed_draws, covers (what the interval is an interval of) and ``draws`` (the bootstrap
+    optima, ``bootstrap`` of them: the successful ones resampled)."""
     x = np.asarray(values, dtype=float)
     y = np.asarray(metrics, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -78,20 +111,28 @@ def size_optimum(values: Any, metrics: Any, *, mode: str = "min", near_best: flo
     x, y = x[near], y[near]
     vertex = _vertex(x, y)
     method = "quadratic"
+    estimate = _vertex
     if vertex is None:
-        method = ("fallback: too few distinct trials for a parabola" if len(np.unique(x)) < 3
+        method = ("fallback: too few distinct trials for a parabola" if len(np.unique(x)) < 4
                   else "fallback: the fit is not convex inside the sampled range")
-        vertex = _fallback(x, y)
+        vertex, estimate = _fallback(x, y), _fallback
     rng = np.random.default_rng(seed)
-    draws = np.empty(bootstrap)
-    for b in range(bootstrap):
+    draws = []
+    for _ in range(bootstrap):
         pick = rng.integers(0, len(x), len(x))
-        v = _vertex(x[pick], y[pick]) if method == "quadratic" else None
-        draws[b] = v if v is not None else _fallback(x[pick], y[pick])
-    lo, hi = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+        v = estimate(x[pick], y[pick])
+        if v is not None:
+            draws.append(v)
+    failed = 1 - len(draws) / bootstrap if bootstrap else 0.0
+    draws_arr = np.asarray(draws if draws else [vertex], dtype=float)
+    lo, hi = np.quantile(draws_arr, [(1 - confidence) / 2, (1 + confidence) / 2])
     back = np.exp if log else (lambda v: v)
+    full = draws_arr[rng.integers(0, len(draws_arr), bootstrap)] if bootstrap else draws_arr
     return {"value": float(back(vertex)), "low": float(back(lo)), "high": float(back(hi)),
-            "method": method, "n_fit": int(n), "draws": back(draws)}
+            "method": method, "n_fit": int(n), "failed_draws": float(failed),
+            "covers": f"{confidence:.0%} percentile bootstrap over the size's trials: where "
+                      f"this size's optimum lies, at its compared budget ({method})",
+            "draws": back(full)}
 
 
 # ---- step 2: the trend ---------------------------------------------------------------------------
@@ -110,7 +151,11 @@ def fit_trend(sizes: Any, optima: Any, draws: Any, target: float, *,
     return {"exponent": float(exponent), "exponent_ci": [float(v) for v in np.quantile(slopes, q)],
             "intercept": float(intercept),
             "prediction": float(math.exp(intercept + exponent * math.log(target))),
-            "prediction_ci": [float(v) for v in np.quantile(preds, q)]}
+            "prediction_ci": [float(v) for v in np.quantile(preds, q)],
+            "covers": f"{confidence:.0%} percentile intervals from refitting the line to each "
+                      "bootstrap draw of the sizes' optima: the exponent, and where the "
+                      "target's optimum lies if the power law holds (trial noise only, not the "
+                      "law's own error)"}
 
 
 def fit_ladder(ladder: LadderSpec, trials: list[Any], params: Any, *, mode: str = "min",
@@ -138,6 +183,8 @@ def fit_ladder(ladder: LadderSpec, trials: list[Any], params: Any, *, mode: str 
     for p in fitted:
         optima = [r["optima"][p.key]["value"] for r in rungs]
         fits[p.key] = fit_trend(sizes, optima, draws[p.key], target, confidence=ladder.confidence)
+        fits[p.key]["fallback_sizes"] = [
+            r["size"] for r in rungs if r["optima"][p.key]["method"] != "quadratic"]
     return {"axis": ladder.axis, "tokens": ladder.tokens, "confidence": ladder.confidence,
             "rungs": rungs, "fits": fits, "target": {"size": target, "overrides": ladder.target}}
 
@@ -160,7 +207,10 @@ def size_trials(exp: Experiment, keys: list[str]) -> dict[str, Any]:
     need = min(MIN_NEAR, len(curves))
     step = next((s for s in steps if sum(s in c for _, c in curves) >= need), None)
     pairs = [(v, float(c[step])) for v, c in curves if step in c] if step is not None else []
-    return {"step": None if step is None else int(step), "trials": pairs}
+    budget = exp.trials["max_steps"].dropna().max() if "max_steps" in exp.trials else None
+    fraction = (None if step is None or budget is None or pd.isna(budget) or not budget
+                else float(step / budget))
+    return {"step": None if step is None else int(step), "fraction": fraction, "trials": pairs}
 
 
 def fit_folders(folder: str | Path) -> dict[str, Any] | None:
@@ -178,7 +228,23 @@ def fit_folders(folder: str | Path) -> dict[str, Any] | None:
                          seed=spec.searcher.seed)
     for entry, size in zip(section["rungs"], compared):
         entry["compared_at_step"] = size["step"]
+        entry["compared_at_fraction"] = size["fraction"]
+    section["budget_warning"] = budget_warning([c["fraction"] for c in compared])
     return section
+
+
+def budget_warning(fractions: list[float | None]) -> str | None:
+    """A sentence when the sizes were compared at different fractions of their budgets (a
+    size whose trials were mostly stopped early is then read at a partial budget, where the
+    optimum of the learning rate is not the full run's); None when they agree (within 1%)."""
+    known = [f for f in fractions if f is not None]
+    if len(known) < len(fractions):
+        return "some sizes' budgets are unknown: cannot check they are compared alike"
+    if known and max(known) - min(known) > 0.01:
+        shown = ", ".join(f"{f:.0%}" for f in fractions)
+        return (f"the sizes are compared at different fractions of their budget ({shown}): "
+                "the trend mixes partial and full runs; read it with care")
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -5,7 +5,12 @@
 ``{"optim.lr": {"loguniform": [3e-4, 1e-2]}}`` as in a spec file). ``range_warnings`` flags a
 best value in the outer ``EDGE`` (10%) of a numeric range, measured in log space for
 ``loguniform``, and proposes bounds widened on that side by half the range (in log space for
-``loguniform``: the bound times ``sqrt(high / low)``); a positive lower bound stays positive.
+``loguniform``: the bound times ``sqrt(high / low)``); a positive lower bound stays positive,
+and every proposed bound stays inside the key's valid domain: the values the config itself
+accepts (``ngpt_tune.config``'s own checks, asked by building a config with the bound:
+``model.alpha`` at most 1, ``optim.weight_decay`` at least 0, ``optim.lr`` above 0...). A bound
+already at the domain's edge is not moved; the warning says the optimum sits at the edge of
+what the config allows.
 ``search_distributions`` gives each distribution as text, for captions; ``is_log`` says
 whether one is drawn on a log axis.
 """
@@ -78,10 +83,14 @@ def range_warnings(
         if position is None or EDGE <= position <= 1 - EDGE:
             continue
         side = "low" if position < EDGE else "high"
-        proposed = widened(low, high, side, dist=dist["dist"])
+        proposed = in_domain(key, widened(low, high, side, dist=dist["dist"]), [low, high],
+                             integer=dist["dist"] == "randint")
         share = position if side == "low" else 1 - position
         scale = " (in log space)" if dist["dist"] == "loguniform" else ""
         bound = "lower" if side == "low" else "upper"
+        moved = proposed != [low, high]
+        advice = (f"try [{proposed[0]:.4g}, {proposed[1]:.4g}]" if moved else
+                  "the bound is already the edge of the values the config accepts")
         warnings.append(
             {
                 "key": key,
@@ -94,11 +103,57 @@ def range_warnings(
                 "message": (
                     f"{key} = {value:.4g} is {max(share, 0):.0%} from the {bound} bound of its "
                     f"{dist['dist']} range [{low:.4g}, {high:.4g}]{scale}: the optimum may lie "
-                    f"beyond it; try [{proposed[0]:.4g}, {proposed[1]:.4g}]"
+                    f"beyond it; {advice}"
                 ),
             }
         )
     return warnings
+
+
+def valid_value(key: str, value: float) -> bool | None:
+    """Whether the config accepts ``value`` for ``key`` (its own checks); ``None`` when the key
+    is not a config key (a spec-level key such as ``variant``)."""
+    from ngpt_tune.config import Config, nest_dotted
+    from ngpt_tune.errors import ConfigError
+
+    try:
+        Config.from_dict(nest_dotted({key: value}))
+    except ConfigError as err:
+        return False if err.key == key else None
+    except (TypeError, ValueError):
+        return None
+    return True
+
+
+def in_domain(key: str, proposed: list[float], searched: list[float], *,
+              integer: bool = False) -> list[float]:
+    """``proposed`` with each bound that the config rejects moved back to the last value it
+    accepts between the searched bound and the proposed one (bisection; 0 itself when the
+    domain is closed at 0). Keys the config does not know are returned unchanged."""
+    out = list(proposed)
+    for i in (0, 1):
+        inside, outside = float(searched[i]), float(proposed[i])
+        if inside == outside or valid_value(key, _typed(outside, integer)) is not False:
+            continue
+        if not valid_value(key, _typed(inside, integer)):
+            continue  # the searched bound itself is refused: nothing sound to clip to
+        for _ in range(60):
+            middle = (inside + outside) / 2
+            inside, outside = ((middle, outside) if valid_value(key, _typed(middle, integer))
+                               else (inside, middle))
+        limit = inside
+        for candidate in (round(outside, 12), _round(limit, down=i == 0), 0.0):
+            between = min(limit, float(searched[i])) <= candidate <= max(limit, float(
+                searched[i])) or abs(candidate - limit) < 1e-9 * max(1.0, abs(limit))
+            if between and valid_value(key, _typed(candidate, integer)):
+                limit = candidate
+                break
+        out[i] = _typed(limit + 0.0, integer)  # no -0.0
+    return out
+
+
+def _typed(value: float, integer: bool) -> float:
+    return int(round(value)) if integer else float(value)
 
 
 def edge_position(value: float, low: float, high: float, *, log: bool) -> float | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.formatting import count, num, pct, text_table, titled_table
+from analysis.ladder_fit import MAX_FAILED
 
 DEFAULT_LIMIT = 20
 
@@ -85,6 +86,9 @@ def format_ranking(
             if percent is not None:
                 change += (f" ({percent:.2f}% better)" if percent >= 0
                            else f" ({-percent:.2f}% worse)")
+            if arm.get("difference_ci95"):
+                low, high = arm["difference_ci95"]
+                change += f" [{low:+.4f}, {high:+.4f}]"
             n_base = next((a["n"] for a in comparison["arms"] if a.get("baseline")), 0)
             lines.append(f"  {arm['arm']}: {change}, n={arm['n']} vs {n_base}: {arm['verdict']}")
         lines.append("")
@@ -126,11 +130,22 @@ def _stage_lines(summary: dict[str, Any]) -> list[str]:
         lo, hi = fit["prediction_ci"]
         lines.append(f"ladder: {key} ~ size^{fit['exponent']:.3f} [{low:.3f}, {high:.3f}]; at "
                      f"the target: {fit['prediction']:.4g} [{lo:.4g}, {hi:.4g}]")
+    if ladder.get("fits"):
+        lines.append(f"  ({next(iter(ladder['fits'].values())).get('covers', '')})")
     fallbacks = [f"{key} at size {r['size']:,.0f}" for r in ladder.get("rungs") or []
                  for key, est in (r.get("optima") or {}).items()
                  if not str(est.get("method", "")).startswith("quadratic")]
     if fallbacks:
-        lines.append("ladder: no convex fit, best-3 fallback used for " + "; ".join(fallbacks))
+        lines.append("ladder: WARNING no convex fit, best-3 fallback used (and counted in the "
+                     "trend) for " + "; ".join(fallbacks))
+    shaky = [f"{key} at size {r['size']:,.0f} ({est['failed_draws']:.0%})"
+             for r in ladder.get("rungs") or [] for key, est in (r.get("optima") or {}).items()
+             if (est.get("failed_draws") or 0) > MAX_FAILED]
+    if shaky:
+        lines.append("ladder: bootstrap fits that failed (left out of the interval): "
+                     + "; ".join(shaky))
+    if ladder.get("budget_warning"):
+        lines.append(f"ladder: WARNING {ladder['budget_warning']}")
     stages = summary.get("stages") or []
     if len(stages) > 1:
         lines += ["", "stages: " + ", ".join(f"{s['name']} ({s['kind']}) {s['status']}"
@@ -169,19 +184,31 @@ def format_confirm(section: dict[str, Any], metric: str | None = None) -> list[s
         effect = "-" if c["effect"] is None else f"{c['effect']:+.4f}"
         ci = "" if c["effect_ci95"] is None else (
             f" [{c['effect_ci95'][0]:+.4f}, {c['effect_ci95'][1]:+.4f}]")
-        p = "" if c["p_holm"] is None else f", p={c['p_value']:.2g}, Holm p={c['p_holm']:.2g}"
+        p = "" if c["p_holm"] is None else f", p={c['p_value']:.4g}, Holm p={c['p_holm']:.4g}"
+        if c.get("wins"):
+            p = f", {c['wins'][0]} seeds won, {c['wins'][1]} lost" + p
         why = f" ({c['reason']})" if c.get("reason") else ""
         lines.append(
             f"  {c['arm']} vs {c['against_role']} {c['against']}: {effect}{ci} "
             f"({c['test']}, n={c['n'][0]} vs {c['n'][1]}{p}): {c['verdict']}{why}"
         )
+    if section.get("family_size"):
+        lines.append(f"  Holm's correction over {section['family_size']} tests (every pair of "
+                     "candidates and each against the baseline)")
+    how = section.get("p_best") or {}
+    if how.get("method"):
+        lines.append(f"P(best): {how['method']} over {how['seeds']} seeds")
+    if how.get("note"):
+        lines.append(f"P(best): {how['note']}")
+    lines += [f"note: {n}" for n in section.get("notes") or []]
     curse = section.get("winners_curse") or {}
     if curse.get("mean_optimism") is not None:
         rho = curse.get("spearman")
         lines.append(
             f"winner's curse: the search was {curse['mean_optimism']:+.4f} {metric} optimistic "
             "on average (search value vs confirmed mean)"
-            + ("" if rho is None else f"; rank correlation search vs confirmed: {rho:+.2f}")
+            + ("" if rho is None else f"; rank correlation search vs confirmed: {rho:+.2f}"
+               f" (p={curse['spearman_p']:.4g}, {curse.get('spearman_method') or 'scipy'})")
         )
     missing = section.get("not_counted") or []
     if missing:

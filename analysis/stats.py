@@ -47,12 +47,14 @@ def describe(values: Sequence[float], *, confidence: float = CONFIDENCE) -> dict
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Welch's two-sided t-test of mean(a) == mean(b): ``{"t", "df", "p_value", "test"}``.
+    """Welch's two-sided t-test of mean(a) == mean(b): ``{"t", "df", "p_value", "test",
+    "ci95"}`` (``ci95``: the 95% interval of mean(a) - mean(b)).
 
     Needs two finite values on each side and some spread; otherwise the fields are ``None``.
     """
     x, y = _finite(a), _finite(b)
-    out: dict[str, Any] = {"test": "welch_t", "t": None, "df": None, "p_value": None}
+    out: dict[str, Any] = {"test": "welch_t", "t": None, "df": None, "p_value": None,
+                           "ci95": None}
     if len(x) < 2 or len(y) < 2:
         return out
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
@@ -61,8 +63,10 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = sps.ttest_ind(x, y, equal_var=False)
+        interval = result.confidence_interval(CONFIDENCE)
     df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-    out.update(t=float(result.statistic), df=float(df), p_value=float(result.pvalue))
+    out.update(t=float(result.statistic), df=float(df), p_value=float(result.pvalue),
+               ci95=[float(interval.low), float(interval.high)])
     return out
 
 

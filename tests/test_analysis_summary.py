@@ -123,10 +123,10 @@ def test_category_wise_analysis(alpha_lr_summary):
 
 
 def test_continuous_parameters_are_binned_and_importance_computed(tmp_path):
-    summary = summarize(load_experiment(make_random_search(tmp_path / "random")))
+    summary = summarize(load_experiment(make_random_search(tmp_path / "random", n=24)))
     lr = summary["parameters"]["optim.lr"]
     assert lr["kind"] == "continuous"
-    assert len(lr["by_bin"]) == 4 and sum(b["n"] for b in lr["by_bin"]) == 16
+    assert len(lr["by_bin"]) == 4 and sum(b["n"] for b in lr["by_bin"]) == 24
     assert lr["by_bin"][0]["bin"][0] < lr["by_bin"][-1]["bin"][0]
     assert lr["best_by_mean"][0] <= lr["best_value"] <= lr["by_bin"][-1]["bin"][1]
     importance = summary["importance"]
@@ -239,7 +239,7 @@ def test_write_outputs_files_and_strict_json(alpha_lr):
 
 
 def test_importance_plot_when_importance_exists(tmp_path):
-    root = make_random_search(tmp_path / "random")
+    root = make_random_search(tmp_path / "random", n=20)
     write_outputs(root)
     assert (root / "plots" / "importance.png").is_file()
 
@@ -310,9 +310,13 @@ def test_range_warnings_name_the_edge_and_propose_wider_bounds(tmp_path):
     assert summarize(load_experiment(root))["range_warnings"] == []
 
 
-def test_importance_falls_back_to_the_highest_asha_rung_with_enough_trials(tmp_path):
+def test_importance_falls_back_to_the_highest_asha_rung_with_enough_trials(tmp_path,
+                                                                          monkeypatch):
     """3 completed trials are too few; 3 more were stopped at step 200, 2 at step 100:
-    the rung at 200 steps holds 6 trials, valued at step 200."""
+    the rung at 200 steps holds 6 trials, valued at step 200. (The rule is tested with a
+    threshold of 4 trials; the shipped 20 says why no importance is shown.)"""
+    import analysis.importance
+
     root = tmp_path / "asha"
     write_campaign(root, name="asha", search_keys=["model.alpha", "optim.lr", "train.seed"])
     campaign = json.loads((root / "campaign.json").read_text())
@@ -330,6 +334,11 @@ def test_importance_falls_back_to_the_highest_asha_rung_with_enough_trials(tmp_p
         if reports >= 2:
             at_200[f"t{i}"] = losses[1]
     exp = load_experiment(root)
+    too_few = summarize(exp)["importance"]
+    assert too_few["importances"] is None and "needs >= 20 trials at one budget" in too_few[
+        "reason"]
+    assert "importance: not computed (needs >= 20" in format_ranking(summarize(exp))
+    monkeypatch.setattr(analysis.importance, "MIN_TRIALS", 4)
     importance = summarize(exp)["importance"]
     assert importance["budget"] == {"level": "rung", "time_attr": "step", "at": 200.0,
                                     "n_trials": 6}

@@ -81,7 +81,15 @@ def test_search_efficiency_expected_running_time_charges_the_campaigns_that_miss
     assert table["other"]["ert_1%"] == (200 + 700 + 900) / 1
     assert table["other"]["ratio_1%"] == 1800 / 500
     assert table["never"]["ert_1%"] == float("inf") and table["never"]["ratio_1%"] == float("inf")
-    assert table["other"]["fisher_p_1%"] == 1.0  # 1/3 against 2/3 reached: no evidence
+    # the same seeds: McNemar's exact test on the discordant pairs (seed 1: only ngpt-tune)
+    assert table["other"]["test_1%"] == "mcnemar" and table["other"]["p_1%"] == 1.0
+    assert table["never"]["p_1%"] is None  # one campaign: no test
+    low, high = table["other"]["ratio_ci_1%"]
+    assert low <= 1800 / 500 <= high
+    unpaired = bench.summarise({"ngpt-tune": campaigns["ngpt-tune"],
+                                "other": [dict(r, seed=r["seed"] + 10)
+                                          for r in campaigns["other"]]}, {"1%": 6.9})
+    assert unpaired["other"]["test_1%"] == "fisher" and unpaired["other"]["p_1%"] == 1.0
     assert table["ngpt-tune"]["tokens_to_1%"][0] == (100 + 300 + 600) / 3
 
 

@@ -109,6 +109,10 @@ def test_comparisons_holm_and_verdicts_by_hand(section):
     for k, c in comps.items():
         assert c["test"] == "paired_t"
         assert c["p_value"] == pytest.approx(raw[k])
+    # the family also holds b vs c (all pairs of candidates: the leader was picked from the
+    # same runs), tested but not shown: 6 tests
+    raw[("b", "other")] = paired_by_hand(ARMS["b"][1], ARMS["c"][1])[1]
+    assert section["family_size"] == 6
     # Holm by hand: sort ascending, multiply the i-th smallest (from 0) by m - i, running max
     keys = sorted(raw, key=raw.get)
     m, running, holm = len(keys), 0.0, {}
@@ -117,6 +121,7 @@ def test_comparisons_holm_and_verdicts_by_hand(section):
         holm[k] = running
     for k, c in comps.items():
         assert c["p_holm"] == pytest.approx(holm[k])
+        assert c["effect_ci95"] is not None  # the effect's interval beside every verdict
         expected = "within noise" if holm[k] >= 0.05 else ("better" if c["effect"] < 0 else "worse")
         assert c["verdict"] == expected
     # the numbers this design gives: a beats the baseline, b is worse than a, c within noise
@@ -125,6 +130,18 @@ def test_comparisons_holm_and_verdicts_by_hand(section):
     assert comps[("c", "leader")]["verdict"] == "within noise"
     arms = {a["arm"]: a for a in section["arms"]}
     assert arms["c"]["vs_leader"] == "within noise" and arms["a"]["vs_leader"] is None
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    from analysis.best_arm import holm
+
+    raw = [0.01, None, 0.04, 0.03, 0.5, 0.012]
+    reject, adjusted, _, _ = multipletests([p for p in raw if p is not None], method="holm")
+    got = [r for r in holm(raw, 0.05) if r is not None]
+    assert [p for p, _ in got] == pytest.approx(adjusted.tolist())
+    assert [r for _, r in got] == reject.tolist() and holm(raw, 0.05)[1] is None
 
 
 def test_winners_curse_optimism_and_rank_correlation(section):
@@ -142,21 +159,32 @@ def test_winners_curse_optimism_and_rank_correlation(section):
     assert curse["search_order"] == ["a", "b", "c"] and curse["confirmed_order"] == ["a", "c", "b"]
 
 
-def test_probability_of_being_best_by_bootstrap():
-    # two arms, seeds 0 and 1: a = (1, 3), b = (2, 2). A joint draw of two seeds is (0, 0):
-    # a wins, (1, 1): b wins, (0, 1) or (1, 0): a tie, given to a (the first in confirmed
-    # order: equal means, a ranked first in the search). P(a best) = 3/4.
-    data = runs({"a": ([0, 1], [1.0, 3.0]), "b": ([0, 1], [2.0, 2.0])},
+def test_probability_of_being_best_splits_ties_evenly():
+    # three paired seeds, equal means: a = (1, 3, 2), b = (2, 2, 2). The old bootstrap gave a
+    # tied resample to the first arm (P(a best) = 0.75 on two seeds); the posterior is
+    # symmetric in two arms with equal means, so the tie is split: 0.5 each
+    data = runs({"a": ([0, 1, 2], [1.0, 3.0, 2.0]), "b": ([0, 1, 2], [2.0, 2.0, 2.0])},
                 search={"a": (1, 1.0), "b": (2, 1.5)})
     section = confirm_stats(data, mode="min")
     p = {a["arm"]: a["p_best"] for a in section["arms"]}
-    assert section["bootstrap"]["resampling"] == "joint"
-    assert p["a"] == pytest.approx(0.75, abs=0.02) and p["a"] + p["b"] == pytest.approx(1.0)
+    assert section["p_best"]["method"].startswith("paired posterior")
+    assert p["a"] == pytest.approx(0.5, abs=0.02) and p["a"] + p["b"] == pytest.approx(1.0)
     assert confirm_stats(data, mode="min")["arms"][0]["p_best"] == p["a"]  # fixed seed
+    exact = runs({"a": ([0, 1, 2], [1.0, 1.0, 1.0]), "b": ([0, 1, 2], [1.0, 1.0, 1.0])})
+    assert [a["p_best"] for a in confirm_stats(exact)["arms"]] == [0.5, 0.5]  # no spread at all
     clear = confirm_stats(runs({"a": ([0, 1, 2], [1.0, 1.1, 1.2]),
-                                "b": ([5, 6], [3.0, 3.1])}), mode="min")
-    assert clear["bootstrap"]["resampling"] == "independent"
-    assert [a["p_best"] for a in clear["arms"]] == [1.0, 0.0]
+                                "b": ([5, 6, 7], [3.0, 3.1, 3.0])}), mode="min")
+    assert clear["p_best"]["method"] == "independent t posteriors"
+    assert clear["arms"][0]["p_best"] > 0.99  # t posteriors on 2 df have heavy tails
+    # two seeds are too few: no P(best) rather than a 3-point bootstrap
+    few = confirm_stats(runs({"a": ([0, 1], [1.0, 1.1]), "b": ([0, 1], [3.0, 3.1])}))
+    assert [a["p_best"] for a in few["arms"]] == [None, None]
+    assert "needs 3 seeds" in few["p_best"]["note"]
+    # one missing seed no longer breaks the pairing: the common seeds are used
+    gap = confirm_stats(runs({"a": ([0, 1, 2, 3], [1.0, 1.2, 1.1, 1.3]),
+                              "b": ([0, 1, 2], [1.5, 1.7, 1.6])}))
+    assert gap["p_best"]["method"].startswith("paired") and gap["p_best"]["seeds"] == 3
+    assert gap["arms"][0]["p_best"] > 0.99
 
 
 def test_mode_max_flips_verdicts_and_optimism():
