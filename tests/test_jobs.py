@@ -140,15 +140,13 @@ def peak_load(spans: list[tuple[float, float, str, float]]) -> dict[str, float]:
 
 def test_campaigns_as_ray_jobs(head, tmp_path):
     storage = tmp_path / "shared"
-    specs = {
-        "whole": ("[0.05, 0.3]", 2, 1),  # a whole GPU per trial
-        "half": ("[0.05, 0.3]", 2, 0.5),  # two trials per GPU
-        "stopped": ("[0.05, 0.1, 0.2, 0.3]", 1, 0.5),  # stopped mid-search, then resumed
+    specs = {  # submitted at once, sharing the 2 GPUs
+        "whole": ("[0.05, 0.3]", 2, 1),  # a whole GPU per trial, followed to its end
+        "stopped": ("[0.05, 0.1, 0.3]", 1, 0.5),  # half a GPU; stopped mid-search, resumed
     }
     for name, (alphas, concurrent, gpus) in specs.items():
         (tmp_path / f"{name}.yaml").write_text(SPEC.format(name=name, alphas=alphas,
                                                            concurrent=concurrent, gpus=gpus))
-    steps = {"whole": 12, "half": 12, "stopped": 24}
 
     # token authentication is on: a client without the token is refused, in one line
     refused = job_cli("jobs", "--address", head, cwd=tmp_path, auth=False)
@@ -157,8 +155,8 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
 
     for name in specs:
         out = job_cli("submit", f"{name}.yaml", "--storage", storage, "--name", name,
-                      "--address", head, "--set", f"train.steps={steps[name]}",
-                      "train.eval_every=6", cwd=tmp_path)
+                      "--address", head, "--set", "train.steps=12", "train.eval_every=6",
+                      cwd=tmp_path)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"submitted job {name} to {head}" in out.stdout
         assert f"experiment  {storage / name}" in out.stdout
@@ -170,7 +168,7 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
         assert any(line.split()[0] == name and line.endswith(str(storage / name))
                    for line in listed.stdout.splitlines()), listed.stdout
 
-    # stop "stopped" once its first trial has reported, long before its fourth
+    # stop "stopped" once its first trial has reported, before its third
     deadline = time.monotonic() + 120
     while not any(reports(storage / "stopped")):
         assert time.monotonic() < deadline, job_cli("logs", "stopped", "--address", head,
@@ -181,7 +179,7 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     assert "job stopped: STOPPED" in stopped.stdout
     assert f"submit --resume {storage / 'stopped'} --address {head}" in stopped.stdout
     before = reports(storage / "stopped")
-    assert len(before) < 4 or not all(r[-1].get("finished") for r in before)
+    assert len(before) < 3 or not all(r[-1].get("finished") for r in before)
     record = json.loads((storage / "stopped" / "campaign.json").read_text())
     assert record["stages"][0]["status"] == "interrupted"  # the driver saved and said so
 
@@ -205,16 +203,12 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     done = job_cli("logs", "stopped-2", "--follow", "--address", head, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     summary = json.loads((storage / "stopped" / "summary.json").read_text())
-    assert summary["counts"]["total"] == summary["counts"]["completed"] == 4
+    assert summary["counts"]["total"] == summary["counts"]["completed"] == 3
     assert all(results(t)[-1]["finished"] for t in trial_dirs(storage / "stopped"))
-    # `analyze` reads the shared folder from this machine
-    analyzed = cli("analyze", storage / "half", cwd=tmp_path)
-    assert analyzed.returncode == 0 and "campaign half: 2 trials (2 completed)" in analyzed.stdout
-
     listed = job_cli("jobs", "--address", head, cwd=tmp_path).stdout
     status = {line.split()[0]: line.split()[1] for line in listed.splitlines()[1:]}
-    assert status == {"whole": "SUCCEEDED", "half": "SUCCEEDED", "stopped": "STOPPED",
-                      "stopped-2": "SUCCEEDED"}, listed
+    assert status == {"whole": "SUCCEEDED", "stopped": "STOPPED", "stopped-2": "SUCCEEDED"}, \
+        listed
 
     # the GPUs were shared between the campaigns, never beyond a whole GPU each
     spans = [s for name in specs for s in intervals(trial_dirs(storage / name))]
