@@ -30,7 +30,6 @@ from experiments import ENV, cli
 
 from ngpt_tune.presets import preset_yaml
 
-pytestmark = pytest.mark.slow
 SPEC = """
 name: {name}
 search:
@@ -138,6 +137,7 @@ def peak_load(spans: list[tuple[float, float, str, float]]) -> dict[str, float]:
     return peaks
 
 
+@pytest.mark.slow
 def test_campaigns_as_ray_jobs(head, tmp_path):
     storage = tmp_path / "shared"
     specs = {  # submitted at once, sharing the 2 GPUs
@@ -214,3 +214,20 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     spans = [s for name in specs for s in intervals(trial_dirs(storage / name))]
     assert {share for *_, share in spans} == {1.0, 0.5}
     assert all(load <= 1.0 + 1e-9 for load in peak_load(spans).values()), peak_load(spans)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("run", "{spec}", "--resume-if-exists"),
+     "--resume-if-exists needs --name: the experiment to continue"),
+    (("submit", "{spec}", "--address", "http://127.0.0.1:1"), "submit needs --storage"),
+    (("submit", "{spec}", "--storage", "s3://b/x"), "give --address http://HEAD:8265"),
+    (("submit", "--address", "http://127.0.0.1:1"), "submit takes a SPEC, or --resume"),
+    (("jobs", "--address", "http://127.0.0.1:1"),
+     "the Ray dashboard at http://127.0.0.1:1: Failed to connect"),
+])
+def test_job_commands_refuse_bad_input_in_one_line(tmp_path, args, message):
+    (tmp_path / "s.yaml").write_text(SPEC.format(name="s", alphas="[0.1]", concurrent=1, gpus=0))
+    env = {k: v for k, v in ENV.items() if k not in ("NGPT_TUNE_STORAGE", "RAY_ADDRESS")}
+    out = cli(*(a.format(spec=tmp_path / "s.yaml") for a in args), cwd=tmp_path, env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
