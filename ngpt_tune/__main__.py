@@ -17,8 +17,11 @@ from typing import Any
 
 import yaml
 
+from ngpt_tune import jobs
 from ngpt_tune.config import Config
 from ngpt_tune.errors import ConfigError, NgptTuneError
+from ngpt_tune.experiment import has_campaign
+from ngpt_tune.files import join
 from ngpt_tune.request import RunRequest, build_spec
 
 
@@ -26,12 +29,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a campaign spec as a Ray Tune experiment."""
     request = run_request(args)
     spec = build_spec(request)
-    from ngpt_tune.campaign import run_campaign  # Ray: imported once the input is valid
-    from ngpt_tune.runner import RunOptions  # Ray
+    if args.resume_if_exists and not args.name:
+        raise NgptTuneError("--resume-if-exists needs --name: the experiment to continue")
+    from ngpt_tune.campaign import resume_campaign, run_campaign  # Ray: once the input is valid
+    from ngpt_tune.runner import RunOptions, resolve_storage  # Ray
 
     options = RunOptions(storage=args.storage, name=args.name, address=args.address,
                          dashboard=args.dashboard, dashboard_host=args.dashboard_host,
                          verbose=args.verbose)
+    experiment = join(resolve_storage(args.storage), args.name) if args.name else None
+    if args.resume_if_exists and has_campaign(experiment):
+        print(f"ngpt-tune: {experiment} exists: continuing it (as recorded: this command's "
+              "spec and options are not applied)", flush=True)
+        resume_campaign(experiment, options)
+        return 0
     run_campaign(spec, options, request=request,
                  command=shlex.join(["python", "-m", "ngpt_tune", *args.argv]))
     return 0
@@ -69,6 +80,20 @@ def cmd_confirm(args: argparse.Namespace) -> int:
                      top_k=args.top,
                      seeds=args.seeds, baseline=args.baseline,
                      command=shlex.join(["python", "-m", "ngpt_tune", *args.argv]))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Send a campaign to a Ray cluster as a Ray Job (it runs there whatever happens to this
+    machine); print its id, its experiment folder and the commands that follow it."""
+    if (args.spec is None) == (args.resume is None):
+        raise NgptTuneError("submit takes a SPEC, or --resume EXPERIMENT_DIR")
+    if args.resume:
+        job = jobs.resume_submission(args.resume, installed=args.installed)
+    else:
+        spec = build_spec(run_request(args), check_data=False)  # the cluster reads the data
+        job = jobs.run_submission(Path(args.spec), spec.name, args)
+    print(jobs.submit(args.address, job), flush=True)
     return 0
 
 
@@ -182,6 +207,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "resume": cmd_resume,
     "confirm": cmd_confirm,
+    "submit": cmd_submit,
+    "jobs": jobs.cmd_jobs,
+    "logs": jobs.cmd_logs,
+    "stop": jobs.cmd_stop,
     "validate": cmd_validate,
     "train": cmd_train,
     "analyze": cmd_analyze,
@@ -237,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--logger", action="append", metavar="NAME",
                      help="also log to tensorboard, mlflow or wandb (repeatable; added to the "
                      "spec's loggers:, and kept by resume)")
+    run.add_argument("--resume-if-exists", action="store_true",
+                     help="continue the experiment --name names if it exists (a batch job "
+                     "re-submitted after its time limit), else start it")
 
     resume = sub.add_parser("resume", help=cmd_resume.__doc__)
     resume.add_argument("experiment", help="the experiment folder printed by `run`")
@@ -256,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="re-run this variant beside them as the baseline arm")
     confirm.add_argument("--address", help="an existing Ray cluster")
 
+    jobs.add_parsers(sub, cmd_submit.__doc__)
     validate = sub.add_parser("validate", help=cmd_validate.__doc__)
     spec_args(validate)
 

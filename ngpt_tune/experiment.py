@@ -210,3 +210,12 @@ def read_campaign(experiment: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise NgptTuneError(f"{text}/{CAMPAIGN_FILE}: expected a JSON object")
     return record
+
+
+def has_campaign(experiment: str | os.PathLike) -> bool:
+    """Whether ``experiment`` (a folder or a URI) holds a campaign's record."""
+    try:
+        read_file(join(os.fspath(experiment), CAMPAIGN_FILE))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return False
+    return True

@@ -29,6 +29,7 @@ from ngpt_tune.spec import CampaignSpec
 from trainables.ngpt import train_ngpt
 
 DEFAULT_STORAGE = "ngpt_results"
+STOP_REQUESTED = threading.Event()  # a SIGTERM came: the campaign stops after this stage
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def stop_on_sigterm() -> None:
         return
 
     def as_ctrl_c(signum: int, frame: Any) -> None:
+        STOP_REQUESTED.set()
         handler = signal.getsignal(signal.SIGINT)  # Tune's, while a campaign runs
         if callable(handler):
             handler(signal.SIGINT, frame)
@@ -192,5 +194,8 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
 
 
 def interrupted(results: Any) -> bool:
-    """Whether a Tune run ended with trials left to run (Ctrl-C, SIGTERM)."""
-    return bool(results) and any(not r.metrics.get("done", True) for r in results)
+    """Whether a Tune run ended with trials left to run (Ctrl-C, SIGTERM): a SIGTERM came
+    (``ray job stop``, a batch system's time limit), or a trial did not finish (one that
+    never reported and did not fail was never run)."""
+    return STOP_REQUESTED.is_set() or bool(results) and any(
+        not r.metrics.get("done", True) or (not r.metrics and r.error is None) for r in results)
