@@ -137,6 +137,8 @@ def run_submission(spec: Path, spec_name: str, args: argparse.Namespace) -> Subm
     options += ["--set", *args.set] if args.set else []
     for logger in args.logger or ():
         options += ["--logger", logger]
+    for source in args.warm_start or ():  # a folder on the cluster's storage, as for run
+        options += ["--warm-start", source]
     run = ["run", spec.name, "--storage", storage, "--name", name, "--resume-if-exists"]
     return Submission([*run, *options], join(storage, name), "run", spec=spec,
                       installed=args.installed)
@@ -310,6 +312,8 @@ def add_parsers(sub: argparse._SubParsersAction, submit_help: str | None) -> Non
     submit.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                         help="as for run")
     submit.add_argument("--logger", action="append", metavar="NAME", help="as for run")
+    submit.add_argument("--warm-start", action="append", metavar="EXPERIMENT",
+                        help="as for run (a folder the cluster sees at that path, or a URI)")
     submit.add_argument("--verbose", action="store_true",
                         help="Ray's trial table and logs in the job's output")
     submit.add_argument("--name", help="experiment name (default: SPEC_NAME-DATE-TIME); an "
