@@ -24,11 +24,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ngpt_tune.experiment import trial_reports
+from ngpt_tune.experiment import ERROR_KEY, INFEASIBLE_KEY, trial_reports
 from ngpt_tune.files import is_remote, local_path
 from ngpt_tune.spec import SEED_KEY, CampaignSpec, Param
 
 JOURNAL_FILE = "optuna_journal.log"  # the Optuna study of an experiment, in its folder
+MEMORY_CONSTRAINT = "memory"  # an Optuna constraint: > 0 for a trial that ran out of memory
 
 
 def study_storage(experiment: str | None) -> BaseStorage | None:
@@ -65,6 +66,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return self._ot_study._storage.get_trial(ot_trial._trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(INFEASIBLE_KEY):
+            return  # its worst-value metric is no measurement: told at completion
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             stored = self._stored(trial_id)
             if stored.state.is_finished() or result.get("training_iteration") in \
@@ -77,6 +80,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 and self._stored(trial_id).state.is_finished():
             self._completed_trials.add(trial_id)  # told before the resume
             return
+        if result and result.get(INFEASIBLE_KEY) and trial_id not in self._completed_trials:
+            self._tell_infeasible(trial_id, result)
+            return
         if result and self.metric in result and "training_iteration" in result \
                 and math.isfinite(result[self.metric]):
             # Tune hands a trial's last result (ASHA's stop, or the end) to this method only
@@ -86,6 +92,17 @@ class PruneAwareOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("stopped_at_step", result.get("step"))
         ot_trial.set_user_attr("diverged", bool(result.get("diverged", False)))
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _tell_infeasible(self, trial_id: str, result: dict) -> None:
+        """A trial that ran out of memory: PRUNED with a violated constraint
+        (:data:`MEMORY_CONSTRAINT` > 0), which TPE counts among its worst trials, so that it
+        samples less from that region; FAIL, Ray's default, would be ignored by TPE."""
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr(INFEASIBLE_KEY, str(result.get(ERROR_KEY) or "out of memory"))
+        if hasattr(ot_trial, "set_constraint"):  # Optuna >= 5; before, PRUNED alone
+            ot_trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
@@ -104,6 +121,7 @@ class SeedRepeater(Repeater):
     def __init__(self, searcher: Searcher, repeat: int):
         super().__init__(searcher, repeat=repeat, set_index=True)
         self._unfinished: set[str] = set()
+        self._infeasible: dict[str, dict] = {}
         self._curves: dict[str, dict[int, list[float]]] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -111,7 +129,8 @@ class SeedRepeater(Repeater):
         mean over its seeds at each evaluation every seed has reached."""
         group = self._trial_id_to_group.get(trial_id)
         metric = self.searcher.metric
-        if group is None or metric not in result or "training_iteration" not in result:
+        if group is None or metric not in result or "training_iteration" not in result \
+                or result.get(INFEASIBLE_KEY):
             return
         step = result["training_iteration"]
         values = self._curves.setdefault(group.primary_trial_id, {}).setdefault(step, [])
@@ -129,12 +148,14 @@ class SeedRepeater(Repeater):
         score = result[metric] if result and metric in result else math.nan
         if result is not None and not result.get("finished", True):
             self._unfinished.add(group.primary_trial_id)
+        if result and result.get(INFEASIBLE_KEY):  # one seed out of memory: the configuration
+            self._infeasible[group.primary_trial_id] = result
         group.report(trial_id, score)
         if not group.finished_reporting():
             return
         scores = [s for s in group.scores() if math.isfinite(s)]
-        summary = None
-        if scores:
+        summary = self._infeasible.get(group.primary_trial_id)
+        if summary is None and scores:
             finished = group.primary_trial_id not in self._unfinished
             summary = {metric: sum(scores) / len(scores), "finished": finished}
         self.searcher.on_trial_complete(group.primary_trial_id, result=summary, **kwargs)
