@@ -9,6 +9,7 @@ With ``searcher: optuna`` the study lives in the experiment folder, in Optuna's 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import zlib
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ngpt_tune.errors import NgptTuneError, first_sentence
 from ngpt_tune.experiment import ERROR_KEY, INFEASIBLE_KEY, trial_reports
 from ngpt_tune.files import is_remote, local_path
 from ngpt_tune.spec import SEED_KEY, CampaignSpec, Param
@@ -32,9 +34,21 @@ JOURNAL_FILE = "optuna_journal.log"  # the Optuna study of an experiment, in its
 MEMORY_CONSTRAINT = "memory"  # an Optuna constraint: > 0 for a trial that ran out of memory
 
 
-def study_storage(experiment: str | None) -> BaseStorage | None:
-    """The Optuna journal of ``experiment`` (a file with a lock that is safe on NFS), or None
-    (Optuna's in-memory storage) where there is no local folder to hold it."""
+def study_storage(experiment: str | None, url: str = "") -> BaseStorage | None:
+    """Where the study of ``experiment`` lives: ``url`` (the spec's ``searcher.storage``, a
+    database URL; ``${VAR}`` is read from the environment, so that a password stays out of the
+    spec), else the Optuna journal in ``experiment`` (a file with a lock that is safe on NFS),
+    else None (Optuna's in-memory storage) where there is no local folder to hold it."""
+    if url:
+        expanded = os.path.expandvars(url)
+        if "$" in expanded:
+            raise NgptTuneError(f"key 'searcher.storage': an environment variable in {url!r} "
+                                "is not set")
+        try:
+            return optuna.storages.RDBStorage(expanded)
+        except Exception as err:  # a missing driver (psycopg2...), a refused connection
+            raise NgptTuneError(f"key 'searcher.storage': cannot open the Optuna database "
+                                f"{url!r}: {first_sentence(err)}") from None
     if experiment is None:
         return None
     if is_remote(experiment):
@@ -108,10 +122,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self.fail_stale_trials()
+
+    def fail_stale_trials(self) -> int:
+        """Tell FAIL every trial the study shows RUNNING that this searcher did not ask (an
+        earlier driver did, and was killed): left RUNNING, they would stay so forever, and
+        TPE's constant liar would avoid their region. Returns how many."""
         known = {t._trial_id for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if orphan._trial_id not in known:
-                self._ot_study.tell(orphan.number, state=TrialState.FAIL)
+        stale = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t._trial_id not in known]
+        for trial in stale:
+            self._ot_study.tell(trial.number, state=TrialState.FAIL)
+        if stale:
+            print(f"ngpt-tune: {len(stale)} Optuna trial(s) left running by a stopped driver "
+                  f"marked FAIL: {', '.join(str(t.number) for t in stale)}", flush=True)
+        return len(stale)
 
 
 class SeedRepeater(Repeater):
@@ -239,13 +264,22 @@ def tpe_sampler(spec: CampaignSpec, **options: Any) -> optuna.samplers.TPESample
         return optuna.samplers.TPESampler(**kwargs)
 
 
+def study_name(spec: CampaignSpec, experiment: str | None) -> str:
+    """The study's name: the campaign's in its own journal; in a database shared by many
+    experiments, the campaign's and its folder's (``gated@/shared/ngpt/gated-20261201-0900``),
+    the same on ``resume``."""
+    return f"{spec.name}@{experiment}" if spec.searcher.storage else spec.name
+
+
 def _optuna(spec: CampaignSpec, *, experiment: str | None = None,
             tpe: dict[str, Any] | None = None) -> Searcher:
-    """PruneAwareOptunaSearch on TPE, its study in ``experiment``'s journal (when given)."""
+    """PruneAwareOptunaSearch on TPE, its study in ``experiment``'s journal (when given) or
+    in the database of ``searcher.storage``."""
     searcher: Searcher = PruneAwareOptunaSearch(
         space=OptunaSpace(spec), metric=spec.metric, mode=spec.mode,
-        sampler=tpe_sampler(spec, **(tpe or {})), storage=study_storage(experiment),
-        study_name=spec.name,
+        sampler=tpe_sampler(spec, **(tpe or {})),
+        storage=study_storage(experiment, spec.searcher.storage),
+        study_name=study_name(spec, experiment),
     )
     return SeedRepeater(searcher, spec.repeats) if spec.repeats > 1 else searcher
 
@@ -331,6 +365,14 @@ SCHEDULERS: dict[str, Callable[..., TrialScheduler]] = {
     "asha": _asha,
     "fifo": lambda spec, experiment=None: FIFOScheduler(),
 }
+
+
+def fail_stale_trials(searcher: Any) -> int:
+    """:meth:`PruneAwareOptunaSearch.fail_stale_trials` for a new searcher on a study that an
+    earlier driver left (killed before Tune's first save, so that Tune starts the stage
+    afresh); 0 for other searchers."""
+    inner = searcher.searcher if isinstance(searcher, Repeater) else searcher
+    return inner.fail_stale_trials() if isinstance(inner, PruneAwareOptunaSearch) else 0
 
 
 def tune_num_samples(spec: CampaignSpec) -> int:
