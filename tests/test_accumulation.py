@@ -42,7 +42,7 @@ def test_a_run_in_micro_batches_is_the_same_run(arm):
         reports = []
         fit(tiny_config(**{"data.batch_size": 8, "data.micro_batch_size": micro,
                            "train.steps": 6, "train.eval_every": 3, **ARMS[arm]}),
-            report=lambda m, save: reports.append(m))
+            report=lambda m, save, out=reports: out.append(m))
         runs.append(reports)
     whole, pieces = runs
     assert [r["tokens_seen"] for r in pieces] == [r["tokens_seen"] for r in whole]
