@@ -148,3 +148,14 @@ def test_a_trial_that_cannot_fit_is_infeasible_not_retried_and_the_campaign_goes
     told = [t for t in study.trials if t.params["model.n_embd"] == TOO_WIDE]
     assert told and all(t.state == TrialState.PRUNED and t.constraints == {"memory": 1.0}
                         for t in told)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_allocation_beyond_the_gpu_is_out_of_memory():
+    total = torch.cuda.get_device_properties(0).total_memory
+    with pytest.raises(torch.cuda.OutOfMemoryError) as refused:
+        torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+    assert out_of_memory(refused.value).startswith("OutOfMemoryError: CUDA out of memory")
+    torch.cuda.empty_cache()
+    assert torch.ones(1024, device="cuda").sum().item() == 1024  # the device still works
