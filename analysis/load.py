@@ -329,7 +329,7 @@ def _with_config_columns(rows: list[dict], values: list[dict]) -> pa.Schema:
 def _history_rows(record: TrialRecord, row: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per step. A trial restored from a checkpoint (after a lost node or a killed
     driver) reports the steps after that checkpoint again: the latest report of a step wins."""
-    latest = {r.get("step"): r for r in record.reports}
+    latest = {r.get("step"): r for r in record.reports if not r.get(INFEASIBLE_KEY)}
     return [
         {
             "trial_id": row["trial_id"],

@@ -136,6 +136,8 @@ def test_a_trial_that_cannot_fit_is_infeasible_not_retried_and_the_campaign_goes
         last = results(folder)[-1]
         if last.get("infeasible"):
             assert last["val_loss"] == math.inf and last["step"] == 0
+    history = pd.read_parquet(experiment / "history.parquet")
+    assert history[history["trial_id"].isin(wide["trial_id"])].empty  # no step was measured
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["counts"]["infeasible"] == len(wide)
     assert summary["counts"]["errored"] == 0
