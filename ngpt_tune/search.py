@@ -67,7 +67,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
     truncated loss, so TPE would learn from partial budgets as if they were final. Here a trial
     whose last report has ``finished: False`` (stopped by ASHA, or diverged) is told as PRUNED;
     its intermediate values (every evaluation, the last included) stay, which is how TPE ranks pruned
-    trials below finished ones.
+    trials below finished ones. A trial that ran out of memory (its last report flagged
+    ``infeasible``) is PRUNED with a violated constraint, which TPE ranks below every feasible
+    trial: it samples less from that region (a FAIL, Ray's way, is ignored by TPE).
 
     On ``resume`` Ray restores this searcher from its pickle, taken with the experiment's last
     state; the journal may be ahead of it. A trial the journal has finished already is not told
