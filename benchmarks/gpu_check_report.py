@@ -115,7 +115,7 @@ def report(out: Path) -> tuple[list[str], bool]:
     if oom is not None:
         for _, row in oom.iterrows():
             lines.append(f"- {row['variant']}: {row['status']}, failures {row['failures']}, "
-                         f"{row['error'] or 'no error'}")
+                         f"{row['error'] if isinstance(row['error'], str) else 'no error'}")
         big = oom[oom["variant"] == "too_big"]
         check(len(big) == 1 and big["status"].iloc[0] == "infeasible"
               and big["failures"].iloc[0] == 0 and "OutOfMemoryError" in str(big["error"].iloc[0]),

@@ -150,7 +150,8 @@ def _gpu_check_folder(out: Path, *, oom_status: str) -> None:
                   }).to_parquet(out / "packing" / "trials.parquet")
     (out / "oom").mkdir()
     pd.DataFrame({"variant": ["fits", "too_big"], "status": ["completed", oom_status],
-                  "failures": [0, 0], "error": [None, "OutOfMemoryError: CUDA out of memory."],
+                  "failures": [0, 0],  # as trials.parquet types them: strings, NA for none
+                  "error": pd.array([None, "OutOfMemoryError: CUDA out of memory."], "string"),
                   }).to_parquet(out / "oom" / "trials.parquet")
 
 
