@@ -16,9 +16,9 @@ import torch
 from campaign_helpers import results, run, trial_dirs, write_spec
 from optuna.trial import TrialState
 
+from ngpt_tune.memory import out_of_memory
 from ngpt_tune.request import build_spec
 from ngpt_tune.search import MEMORY_CONSTRAINT, _optuna, study_storage
-from ngpt_tune.train import out_of_memory
 
 # an embedding this wide (50304 x 2^24 float32: 3.4 PB) is beyond any address space: torch's
 # allocator refuses it at once, on any machine, without touching memory

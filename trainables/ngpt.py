@@ -23,9 +23,10 @@ from ngpt_tune.checkpoints import older_checkpoints
 from ngpt_tune.compiling import compile_cache_folder, use_compile_cache
 from ngpt_tune.config import Config
 from ngpt_tune.experiment import ERROR_KEY, INFEASIBLE_KEY, PROVENANCE_FILE, VARIANT_KEY
+from ngpt_tune.memory import out_of_memory
 from ngpt_tune.provenance import placement, provenance
 from ngpt_tune.spec import CampaignSpec
-from ngpt_tune.train import fit, out_of_memory, pick_device
+from ngpt_tune.train import fit, pick_device
 
 
 def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int = 0) -> None:
