@@ -17,6 +17,7 @@ PALETTE = {
     "stopped": "#ff7f0e",
     "diverged": "#d62728",
     "errored": "#d62728",
+    "infeasible": "#d62728",
     "unfinished": "#9467bd",
     "pending": "#cccccc",
     "trend": "#222222",

@@ -260,7 +260,8 @@ def _stopped_section(summary: dict[str, Any]) -> str:
     else:
         parts.append('<p class="muted">No trial was stopped early.</p>')
     if failed:
-        parts.append("<h3>Diverged, errored and never-started trials</h3>")
+        parts.append("<h3>Diverged, infeasible (out of memory), errored and never-started "
+                     "trials</h3>")
         rows = [[f.get("trial_id"), f.get("status"), f.get("group"), f.get("steps"),
                  f.get("error") or "-"] for f in failed]
         parts.append(table(["trial", "status", "configuration", "steps", "error"], rows,

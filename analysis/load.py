@@ -6,6 +6,8 @@ The folder is the one :mod:`ngpt_tune.experiment` describes: ``campaign.json``, 
 comes from Tune's final state of it (the newest ``experiment_state-*.json``) and its last report:
 
 - ``errored``: Tune's final state is ERROR (its retries, ``max_failures``, are spent);
+- ``infeasible``: the last report has ``infeasible: true``: its memory allocation was refused
+  (out of memory), so it ended without a retry; ``error`` holds the allocator's line;
 - ``diverged``: the last report has ``diverged: true``;
 - ``completed``: the last report has ``finished: true`` (``step == max_steps``);
 - ``stopped``: reported but never finished, i.e. stopped early by the scheduler (its budget
@@ -48,6 +50,8 @@ from ngpt_tune.errors import ConfigError
 from ngpt_tune.experiment import (
     CAMPAIGN_FILE,
     ERROR_FILE,
+    ERROR_KEY,
+    INFEASIBLE_KEY,
     PARAMS_FILE,
     PROVENANCE_FILE,
     RESULT_FILE,
@@ -234,6 +238,8 @@ def trial_status(record: TrialRecord) -> str:
     live = state in LIVE_STATES
     if last is None:
         return "unfinished" if live else "pending"
+    if last.get(INFEASIBLE_KEY):
+        return "infeasible"
     if last.get("diverged"):
         return "diverged"
     if last.get("finished"):
@@ -286,7 +292,7 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
         "started_at": _time(prov.get("created_at"))
         or _time(reports[0].get("timestamp") if reports else None),
         "ended_at": _time(last.get("timestamp")),
-        "error": record.error,
+        "error": record.error or (str(last[ERROR_KEY]) if last.get(INFEASIBLE_KEY) else None),
         "failures": record.state.num_failures if record.state else int(record.error is not None),
     }
     return row, values
@@ -323,7 +329,7 @@ def _with_config_columns(rows: list[dict], values: list[dict]) -> pa.Schema:
 def _history_rows(record: TrialRecord, row: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per step. A trial restored from a checkpoint (after a lost node or a killed
     driver) reports the steps after that checkpoint again: the latest report of a step wins."""
-    latest = {r.get("step"): r for r in record.reports}
+    latest = {r.get("step"): r for r in record.reports if not r.get(INFEASIBLE_KEY)}
     return [
         {
             "trial_id": row["trial_id"],

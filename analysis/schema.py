@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "stopped", "diverged", "errored", "unfinished", "pending")
+STATUSES = ("completed", "stopped", "diverged", "infeasible", "errored", "unfinished", "pending")
 _TIME = pa.timestamp("ms", tz="UTC")
 
 TRIAL_FIELDS = (
@@ -28,7 +28,7 @@ TRIAL_FIELDS = (
     pa.field("group", pa.string()),  # the searched values without the seed, readable
     pa.field("variant", pa.string()),
     pa.field("seed", pa.int64()),
-    pa.field("final_val_loss", pa.float64()),  # last report; inf when diverged
+    pa.field("final_val_loss", pa.float64()),  # last report; inf when diverged or infeasible
     pa.field("best_val_loss", pa.float64()),  # lowest finite report
     pa.field("final_train_loss", pa.float64()),
     pa.field("steps", pa.int64()),  # last reported step
@@ -44,7 +44,8 @@ TRIAL_FIELDS = (
     pa.field("n_reports", pa.int64()),
     pa.field("started_at", _TIME),
     pa.field("ended_at", _TIME),
-    pa.field("error", pa.string()),  # last line of error.txt: the last failure, if any
+    pa.field("error", pa.string()),  # last line of error.txt (the last failure), or the
+    # allocator's line of an infeasible trial
     pa.field("failures", pa.int64()),  # how often Tune saw the trial crash, retries included
 )
 

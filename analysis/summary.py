@@ -292,7 +292,7 @@ def _stopped(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _failed(exp: Experiment, trials: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = trials[trials["status"].isin(["diverged", "errored", "pending"])]
+    rows = trials[trials["status"].isin(["diverged", "infeasible", "errored", "pending"])]
     return [
         {
             "trial_id": r["trial_id"],

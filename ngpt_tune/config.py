@@ -124,10 +124,17 @@ class DataConfig:
     train_pattern: str = "fineweb_train_*.bin"
     val_pattern: str = "fineweb_val_*.bin"
     batch_size: int = 32
+    # rows per forward and backward (gradient accumulation: the same step, in less memory);
+    # 0: the whole batch at once. batch_size must be a multiple of it
+    micro_batch_size: int = 0
     val_tokens: int = 32768  # fixed, seeded validation set, the same for every eval
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "val_tokens")
+        _non_negative(self, "micro_batch_size")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"batch_size {self.batch_size} is not a multiple of "
+                              f"micro_batch_size {self.micro_batch_size}", key="micro_batch_size")
         if self.dir != BUILTIN_DATA:
             path = Path(self.dir)
             if not path.is_absolute():

@@ -80,6 +80,13 @@ def trial_id_from_dirname(name: str) -> str:
 
 
 # ---- the trials' reports ------------------------------------------------------------------
+# a trial whose memory allocation was refused (out of memory) ends with one last report that
+# holds these two keys: True, and the error's line. Tune does not retry it; the analysis marks
+# it ``infeasible`` and Optuna is told it violates a constraint (ngpt_tune.search).
+INFEASIBLE_KEY = "infeasible"
+ERROR_KEY = "error"
+
+
 def parse_reports(text: str) -> list[dict[str, Any]]:
     """The JSON lines of a ``result.json``; a line cut short by a crash is skipped."""
     reports = []

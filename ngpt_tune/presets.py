@@ -22,7 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # one layer on the built-in corpus: a step takes milliseconds on one CPU core (tests, benchmarks)
     "tiny": {**_TINY_MODEL, "data.dir": BUILTIN_DATA, "data.batch_size": 4},
     # --smoke: forced on every trial of a shrunk campaign (ngpt_tune.smoke); two layers
-    "smoke": {"data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.val_tokens": 1024,
+    "smoke": {"data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.micro_batch_size": 0,
+              "data.val_tokens": 1024,
               "train.steps": 24, "train.eval_every": 6, "train.device": "cpu",
               "train.compile": "off", **_TINY_MODEL, "model.n_layer": 2},
 }

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from ray.tune import CLIReporter, ProgressReporter
 
 from ngpt_tune.config import get_dotted
-from ngpt_tune.experiment import number_or_none
+from ngpt_tune.experiment import INFEASIBLE_KEY, number_or_none
 
 TTY_INTERVAL_S = 1.0  # redraw the block at most this often
 PIPE_INTERVAL_S = 15.0  # a status line this often when stdout is not a terminal
@@ -206,7 +206,8 @@ class StatusReporter(ProgressReporter):
             lines = [f"{self.campaign}: {started} of {self.total} trials started, {timing}"]
         shown = [f"{counts[k]} {label}" for k, label in (
             ("running", "running"), ("completed", "completed"), ("stopped", "stopped early"),
-            ("diverged", "diverged"), ("errored", "errored")) if counts[k] or k in
+            ("diverged", "diverged"), ("infeasible", "infeasible (out of memory)"),
+            ("errored", "errored")) if counts[k] or k in
             ("running", "completed", "stopped", "errored")]
         to_run = max(0, self.total - started)
         if to_run:
@@ -234,19 +235,22 @@ class StatusReporter(ProgressReporter):
         return " | ".join(re.sub(r"\s+", " ", part.strip()) for part in block)
 
     def counts(self, trials: Sequence[Any]) -> dict[str, int]:
-        out = dict.fromkeys(("running", "completed", "stopped", "diverged", "errored",
-                             "pending"), 0)
+        out = dict.fromkeys(("running", "completed", "stopped", "diverged", "infeasible",
+                             "errored", "pending"), 0)
         for trial in trials:
             out[self.state(trial)] += 1
         return out
 
     @staticmethod
     def state(trial: Any) -> str:
-        """completed / stopped (by the scheduler) / diverged / errored / running / pending."""
+        """completed / stopped (by the scheduler) / diverged / infeasible (out of memory) /
+        errored / running / pending."""
         status, last = trial.status, trial.last_result or {}
         if status == ERROR:
             return "errored"
         if status == TERMINATED:
+            if last.get(INFEASIBLE_KEY):
+                return "infeasible"
             if last.get("diverged"):
                 return "diverged"
             return "completed" if last.get("finished") else "stopped"

@@ -24,7 +24,13 @@ from ngpt_tune.files import is_remote, join, local_path
 from ngpt_tune.logger_callbacks import build_callbacks
 from ngpt_tune.progress import configure_output, progress_reporter
 from ngpt_tune.progress import ray_init_kwargs as output_kwargs
-from ngpt_tune.search import SCHEDULERS, SEARCHERS, param_space, tune_num_samples
+from ngpt_tune.search import (
+    SCHEDULERS,
+    SEARCHERS,
+    fail_stale_trials,
+    param_space,
+    tune_num_samples,
+)
 from ngpt_tune.spec import CampaignSpec
 from trainables.ngpt import train_ngpt
 
@@ -165,6 +171,7 @@ def build_tuner(spec: CampaignSpec, *, storage: str, name: str, restore: bool = 
         return tune.Tuner.restore(join(storage, name), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True, param_space=space)
     parts = parts or search_parts(spec, join(storage, name))
+    fail_stale_trials(parts["search_alg"])  # a study an earlier, killed driver started
     reporter = progress_reporter(spec, title=title or spec.name)  # Ray's table with --verbose
     return tune.Tuner(
         trainable,

@@ -9,6 +9,7 @@ With ``searcher: optuna`` the study lives in the experiment folder, in Optuna's 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import zlib
 from collections.abc import Callable
@@ -24,15 +25,30 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ngpt_tune.experiment import JOURNAL_FILE, trial_reports
+from ngpt_tune.errors import NgptTuneError, first_sentence
+from ngpt_tune.experiment import ERROR_KEY, INFEASIBLE_KEY, JOURNAL_FILE, trial_reports
 from ngpt_tune.files import is_remote, local_path
 from ngpt_tune.spec import SEED_KEY, CampaignSpec, Param
 from ngpt_tune.warm_start import warm_trials
 
+MEMORY_CONSTRAINT = "memory"  # an Optuna constraint: > 0 for a trial that ran out of memory
 
-def study_storage(experiment: str | None) -> BaseStorage | None:
-    """The Optuna journal of ``experiment`` (a file with a lock that is safe on NFS), or None
-    (Optuna's in-memory storage) where there is no local folder to hold it."""
+
+def study_storage(experiment: str | None, url: str = "") -> BaseStorage | None:
+    """Where the study of ``experiment`` lives: ``url`` (the spec's ``searcher.storage``, a
+    database URL; ``${VAR}`` is read from the environment, so that a password stays out of the
+    spec), else the Optuna journal in ``experiment`` (a file with a lock that is safe on NFS),
+    else None (Optuna's in-memory storage) where there is no local folder to hold it."""
+    if url:
+        expanded = os.path.expandvars(url)
+        if "$" in expanded:
+            raise NgptTuneError(f"key 'searcher.storage': an environment variable in {url!r} "
+                                "is not set")
+        try:
+            return optuna.storages.RDBStorage(expanded)
+        except Exception as err:  # a missing driver (psycopg2...), a refused connection
+            raise NgptTuneError(f"key 'searcher.storage': cannot open the Optuna database "
+                                f"{url!r}: {first_sentence(err)}") from None
     if experiment is None:
         return None
     if is_remote(experiment):
@@ -51,7 +67,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
     truncated loss, so TPE would learn from partial budgets as if they were final. Here a trial
     whose last report has ``finished: False`` (stopped by ASHA, or diverged) is told as PRUNED;
     its intermediate values (every evaluation, the last included) stay, which is how TPE ranks pruned
-    trials below finished ones.
+    trials below finished ones. A trial that ran out of memory (its last report flagged
+    ``infeasible``) is PRUNED with a violated constraint, which TPE ranks below every feasible
+    trial: it samples less from that region (a FAIL, Ray's way, is ignored by TPE).
 
     On ``resume`` Ray restores this searcher from its pickle, taken with the experiment's last
     state; the journal may be ahead of it. A trial the journal has finished already is not told
@@ -64,6 +82,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return self._ot_study._storage.get_trial(ot_trial._trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(INFEASIBLE_KEY):
+            return  # its worst-value metric is no measurement: told at completion
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             stored = self._stored(trial_id)
             if stored.state.is_finished() or result.get("training_iteration") in \
@@ -75,6 +95,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if trial_id in self._ot_trials and trial_id not in self._completed_trials \
                 and self._stored(trial_id).state.is_finished():
             self._completed_trials.add(trial_id)  # told before the resume
+            return
+        if result and result.get(INFEASIBLE_KEY) and trial_id not in self._completed_trials:
+            self._tell_infeasible(trial_id, result)
             return
         if result and self.metric in result and "training_iteration" in result \
                 and math.isfinite(result[self.metric]):
@@ -99,12 +122,34 @@ class PruneAwareOptunaSearch(OptunaSearch):
         for point in spec.searcher.points_to_evaluate:
             self._ot_study.enqueue_trial(point)
 
+    def _tell_infeasible(self, trial_id: str, result: dict) -> None:
+        """A trial that ran out of memory: PRUNED with a violated constraint
+        (:data:`MEMORY_CONSTRAINT` > 0), which TPE counts among its worst trials, so that it
+        samples less from that region; FAIL, Ray's default, would be ignored by TPE."""
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr(INFEASIBLE_KEY, str(result.get(ERROR_KEY) or "out of memory"))
+        if hasattr(ot_trial, "set_constraint"):  # Optuna >= 5; before, PRUNED alone
+            ot_trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        self.fail_stale_trials()
+
+    def fail_stale_trials(self) -> int:
+        """Tell FAIL every trial the study shows RUNNING that this searcher did not ask (an
+        earlier driver did, and was killed): left RUNNING, they would stay so forever, and
+        TPE's constant liar would avoid their region. Returns how many."""
         known = {t._trial_id for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if orphan._trial_id not in known:
-                self._ot_study.tell(orphan.number, state=TrialState.FAIL)
+        stale = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t._trial_id not in known]
+        for trial in stale:
+            self._ot_study.tell(trial.number, state=TrialState.FAIL)
+        if stale:
+            print(f"ngpt-tune: {len(stale)} Optuna trial(s) left running by a stopped driver "
+                  f"marked FAIL: {', '.join(str(t.number) for t in stale)}", flush=True)
+        return len(stale)
 
 
 class SeedRepeater(Repeater):
@@ -114,6 +159,7 @@ class SeedRepeater(Repeater):
     def __init__(self, searcher: Searcher, repeat: int):
         super().__init__(searcher, repeat=repeat, set_index=True)
         self._unfinished: set[str] = set()
+        self._infeasible: dict[str, dict] = {}
         self._curves: dict[str, dict[int, list[float]]] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -121,7 +167,8 @@ class SeedRepeater(Repeater):
         mean over its seeds at each evaluation every seed has reached."""
         group = self._trial_id_to_group.get(trial_id)
         metric = self.searcher.metric
-        if group is None or metric not in result or "training_iteration" not in result:
+        if group is None or metric not in result or "training_iteration" not in result \
+                or result.get(INFEASIBLE_KEY):
             return
         step = result["training_iteration"]
         values = self._curves.setdefault(group.primary_trial_id, {}).setdefault(step, [])
@@ -139,12 +186,14 @@ class SeedRepeater(Repeater):
         score = result[metric] if result and metric in result else math.nan
         if result is not None and not result.get("finished", True):
             self._unfinished.add(group.primary_trial_id)
+        if result and result.get(INFEASIBLE_KEY):  # one seed out of memory: the configuration
+            self._infeasible[group.primary_trial_id] = result
         group.report(trial_id, score)
         if not group.finished_reporting():
             return
         scores = [s for s in group.scores() if math.isfinite(s)]
-        summary = None
-        if scores:
+        summary = self._infeasible.get(group.primary_trial_id)
+        if summary is None and scores:
             finished = group.primary_trial_id not in self._unfinished
             summary = {metric: sum(scores) / len(scores), "finished": finished}
         self.searcher.on_trial_complete(group.primary_trial_id, result=summary, **kwargs)
@@ -244,14 +293,23 @@ def optuna_sampler(spec: CampaignSpec, **tpe: Any) -> optuna.samplers.BaseSample
     return gp_sampler(spec) if spec.searcher.sampler == "gp" else tpe_sampler(spec, **tpe)
 
 
+def study_name(spec: CampaignSpec, experiment: str | None) -> str:
+    """The study's name: the campaign's in its own journal; in a database shared by many
+    experiments, the campaign's and its folder's (``gated@/shared/ngpt/gated-20261201-0900``),
+    the same on ``resume``."""
+    return f"{spec.name}@{experiment}" if spec.searcher.storage else spec.name
+
+
 def _optuna(spec: CampaignSpec, *, experiment: str | None = None,
             tpe: dict[str, Any] | None = None) -> Searcher:
     """PruneAwareOptunaSearch on the spec's sampler, its study in ``experiment``'s journal
-    (when given), started from the spec's warm-start experiments and points."""
+    (when given) or in the database of ``searcher.storage``, started from the spec's warm-start
+    experiments and points."""
     searcher: Searcher = PruneAwareOptunaSearch(
         space=OptunaSpace(spec), metric=spec.metric, mode=spec.mode,
-        sampler=optuna_sampler(spec, **(tpe or {})), storage=study_storage(experiment),
-        study_name=spec.name,
+        sampler=optuna_sampler(spec, **(tpe or {})),
+        storage=study_storage(experiment, spec.searcher.storage),
+        study_name=study_name(spec, experiment),
     )
     return SeedRepeater(searcher, spec.repeats) if spec.repeats > 1 else searcher
 
@@ -337,6 +395,14 @@ SCHEDULERS: dict[str, Callable[..., TrialScheduler]] = {
     "asha": _asha,
     "fifo": lambda spec, experiment=None: FIFOScheduler(),
 }
+
+
+def fail_stale_trials(searcher: Any) -> int:
+    """:meth:`PruneAwareOptunaSearch.fail_stale_trials` for a new searcher on a study that an
+    earlier driver left (killed before Tune's first save, so that Tune starts the stage
+    afresh); 0 for other searchers."""
+    inner = searcher.searcher if isinstance(searcher, Repeater) else searcher
+    return inner.fail_stale_trials() if isinstance(inner, PruneAwareOptunaSearch) else 0
 
 
 def tune_num_samples(spec: CampaignSpec) -> int:

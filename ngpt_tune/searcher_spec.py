@@ -3,7 +3,8 @@
 ``name`` picks the searcher (:data:`ngpt_tune.search.SEARCHERS`); with ``optuna``, ``sampler``
 picks Optuna's sampler, ``warm_start`` lists earlier experiments whose finished and pruned trials
 enter the study before its first trial (:mod:`ngpt_tune.warm_start`), and
-``points_to_evaluate`` lists configurations the study asks first (a ladder's predicted optimum).
+``points_to_evaluate`` lists configurations the study asks first (a ladder's predicted optimum),
+and ``storage`` is a database URL for the study (default: a journal in the experiment folder).
 Nothing here imports Ray or Optuna.
 """
 
@@ -25,6 +26,7 @@ class SearcherSpec:
     sampler: Literal["tpe", "gp"] = "tpe"  # Optuna's TPESampler, or its GPSampler
     warm_start: Any = ()  # experiment folders (or URIs): their trials start the Optuna study
     points_to_evaluate: Any = ()  # configurations ({dotted.key: value}) the study asks first
+    storage: str = ""  # the Optuna study's database URL; "": a journal in the experiment folder
 
     def __post_init__(self) -> None:
         sources = (self.warm_start,) if isinstance(self.warm_start, str) else self.warm_start

@@ -58,6 +58,11 @@ def without_data(spec: CampaignSpec) -> CampaignSpec:
 
 
 def check_searcher(spec: CampaignSpec) -> None:
+    storage = spec.searcher.storage
+    if storage and (spec.searcher.name != "optuna" or not ("://" in storage or "$" in storage)):
+        raise ConfigError(f"must be an Optuna database URL (sqlite:///PATH, postgresql://..., "
+                          f"or ${{VAR}} holding one) for searcher 'optuna', got {storage!r}",
+                          key="searcher.storage")
     for p in spec.params:
         if spec.searcher.name == "grid" and p.dist != "grid":
             raise ConfigError("searcher 'grid' needs every parameter as {grid: [...]}",

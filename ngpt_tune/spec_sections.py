@@ -4,8 +4,7 @@
 or a section's own ``parse_*``; a bad value is a one-line ConfigError naming its key.
 ``loggers:`` names experiment trackers (README, "Experiment trackers"), made Ray Tune callbacks
 by :mod:`ngpt_tune.logger_callbacks`; ``ladder:`` gives the sizes :mod:`ngpt_tune.ladder` runs.
-Nothing here imports Ray; :func:`check_installed` imports a tracker's package, to fail before
-Ray starts when its extra is missing.
+Nothing here imports Ray; :func:`check_installed` imports a tracker's package before Ray starts.
 """
 
 from __future__ import annotations

@@ -107,6 +107,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def micro_batches(x: torch.Tensor, y: torch.Tensor,
+                  rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` cut into pieces of ``rows`` rows (views, no copy); whole when ``rows`` is 0
+    or not smaller than the batch."""
+    if not rows or rows >= x.size(0):
+        return [(x, y)]
+    return list(zip(x.split(rows), y.split(rows)))
+
+
 @dataclass
 class Trainer:
     """The state of one run: model, optimisers, data position, counters."""
@@ -169,16 +178,52 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> torch.Tensor:
-        """One optimiser step; returns the loss as a tensor (no host sync)."""
-        cfg = self.config
-        x, y = self.loader.next_batch(self.device)
-        if self.cudagraphs:  # the previous step's graph outputs may now be overwritten
+    def accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of the batch ``(x, y)``, in micro-batches of
+        ``data.micro_batch_size`` rows when set: each one's loss is scaled by its share of the
+        batch, so the gradients summed into ``.grad`` and the loss returned (a tensor, no host
+        sync) are the whole batch's."""
+        pieces = micro_batches(x, y, self.config.data.micro_batch_size)
+        if len(pieces) == 1:
+            return self._forward_backward(x, y, 1.0)
+        total = torch.zeros((), device=self.device)  # a copy: CUDA graphs reuse their outputs
+        for xs, ys in pieces:
+            total += self._forward_backward(xs, ys, xs.size(0) / x.size(0))
+        return total
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
+        if self.cudagraphs:  # the previous graph outputs may now be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with record_function("forward"), self.autocast():
             _, loss = self.forward(x, y, return_logits=False)
+        if share != 1.0:
+            loss = loss * share
         with record_function("backward"):
             loss.backward()
+        return loss.detach()
+
+        pieces = micro_batches(x, y, self.config.data.micro_batch_size)
+        if len(pieces) == 1:
+            return self._forward_backward(x, y, 1.0)
+        total = torch.zeros((), device=self.device)  # a copy: CUDA graphs reuse their outputs
+        for xs, ys in pieces:
+            total += self._forward_backward(xs, ys, xs.size(0) / x.size(0))
+        return total
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
+        if self.cudagraphs:  # the previous graph outputs may now be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with record_function("forward"), self.autocast():
+            _, loss = self.forward(x, y, return_logits=False)
+        if share != 1.0:
+            loss = loss * share
+        with record_function("backward"):
+            loss.backward()
+        return loss.detach()
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the loss as a tensor (no host sync)."""
+        cfg = self.config
+        loss = self.accumulate(*self.loader.next_batch(self.device))
         if cfg.optim.grad_clip:
             with record_function("clip_grad"):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -192,7 +237,7 @@ class Trainer:
         if self.model.normalized and self.step % cfg.model.proj_every == 0:
             self.project_weights()
             self.projections += 1
-        return loss.detach()
+        return loss
 
     def project_weights(self) -> None:
         """The model's ``project_weights``, compiled when the model is."""
@@ -204,11 +249,12 @@ class Trainer:
         self.model.eval()
         total = torch.zeros((), device=self.device)
         for x, y in self.val_set:  # already on the device
-            if self.cudagraphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            with self.autocast():
-                _, loss = self.forward(x, y, return_logits=False)
-            total += loss.float()
+            for xs, ys in micro_batches(x, y, self.config.data.micro_batch_size):
+                if self.cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                with self.autocast():
+                    _, loss = self.forward(xs, ys, return_logits=False)
+                total += loss.float() * (xs.size(0) / x.size(0))
         self.model.train()
         return (total / len(self.val_set)).item()
 

@@ -71,6 +71,7 @@ def test_stopped_trials_are_listed_with_their_budget_never_ranked(alpha_lr_summa
         "completed": 7,
         "stopped": 1,
         "diverged": 1,
+        "infeasible": 0,
         "errored": 1,
         "unfinished": 0,
         "pending": 0,

@@ -122,3 +122,58 @@ def test_quickstart_ranges(tmp_path):
     record = smoke("quickstart_ranges", tmp_path)
     assert [(r["lr"], r["alpha"]) for r in record["runs"]] == [(0.08, 0.05), (0.16, 0.05)]
     assert record["best"] in record["runs"] and math.isfinite(record["best"]["val_loss"])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the run without CUDA")
+def test_gpu_check_stops_in_one_line_without_cuda(tmp_path):
+    out = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("gpu_check: CUDA is not available (torch ")
+    assert not (tmp_path / "out").exists()  # nothing was run
+
+
+def _gpu_check_folder(out: Path, *, oom_status: str) -> None:
+    """What gpu_check.sh leaves behind, written by hand."""
+    import pandas as pd
+
+    steps = ["tests", "throughput_eager", "throughput_compiled", "compile_reuse",
+             "campaign_packing", "campaign_oom"]
+    (out / "steps.tsv").write_text("".join(f"{s}\t0\t30\n" for s in steps))
+    row = {"variant": "ngpt", "step_ms": 50.0, "tokens_per_s": 1.3e6, "mfu": 0.41,
+           "peak_mem_gib": 12.5}
+    record = {"benchmark": "throughput", "device": "NVIDIA H100 80GB HBM3", "torch": "2.13.0",
+              "sizes": [{"size": "11x768", "batch": "64x1024", "rows": [row]}]}
+    for mode in ("eager", "compiled"):
+        (out / f"throughput_{mode}.log").write_text("table\n" + json.dumps(record) + "\n")
+    (out / "compile_reuse.log").write_text(json.dumps(
+        {"compiled": [{"overhead_s": 40.0}, {"overhead_s": 0.5}], "second_over_first": 0.0125}))
+    at = pd.Timestamp("2026-12-06 12:00", tz="UTC")
+    (out / "packing").mkdir()
+    pd.DataFrame({"status": ["completed"] * 4, "gpus": [0.5] * 4,
+                  "tokens_per_s": [9e5, 9e5, 8e5, 8e5],
+                  "started_at": [at, at, at + pd.Timedelta(10, "s"), at + pd.Timedelta(10, "s")],
+                  "ended_at": [at + pd.Timedelta(9, "s")] * 2 + [at + pd.Timedelta(19, "s")] * 2,
+                  }).to_parquet(out / "packing" / "trials.parquet")
+    (out / "oom").mkdir()
+    pd.DataFrame({"variant": ["fits", "too_big"], "status": ["completed", oom_status],
+                  "failures": [0, 0],  # as trials.parquet types them: strings, NA for none
+                  "error": pd.array([None, "OutOfMemoryError: CUDA out of memory."], "string"),
+                  }).to_parquet(out / "oom" / "trials.parquet")
+
+
+@pytest.mark.parametrize("oom_status", ["infeasible", "errored"])
+def test_gpu_check_report(tmp_path, oom_status):
+    _gpu_check_folder(tmp_path, oom_status=oom_status)
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check_report.py"),
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    text = out.stdout
+    assert text.startswith("# GPU check: NVIDIA H100 80GB HBM3")
+    assert "| on | 64x1024 | ngpt | 50.0 | 1,300,000 | 41.0% | 12.5 |" in text
+    assert "second trial's compile overhead: 1.2% of the first's (40.0 s)" in text
+    assert "at most 2 at once; GPU per trial [0.5]" in text
+    assert "PASS: two trials shared the GPU" in text
+    verdict = "PASS" if oom_status == "infeasible" else "FAIL"
+    assert f"{verdict}: the CUDA out-of-memory trial is infeasible, not retried" in text
+    assert out.returncode == (0 if oom_status == "infeasible" else 1)

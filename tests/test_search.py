@@ -14,12 +14,14 @@ from campaign_helpers import results, trial_dirs, write_spec
 from experiments import ASHA_TRIALS
 from optuna.trial import TrialState
 
+from ngpt_tune.errors import ConfigError, NgptTuneError
 from ngpt_tune.request import build_spec
 from ngpt_tune.search import (
     JOURNAL_FILE,
     PruneAwareOptunaSearch,
     SeedRepeater,
     _optuna,
+    fail_stale_trials,
     study_storage,
 )
 
@@ -132,3 +134,43 @@ def test_optuna_dashboard_opens_the_journal(tmp_path):
     storage = storage_url.guess_storage_from_url(str(tmp_path / "exp" / JOURNAL_FILE))
     (trial,) = optuna.load_study(study_name="journal-test", storage=storage).trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 5.0, 2: 4.0}
+
+
+def test_a_new_driver_marks_trials_left_running_fail(tmp_path, capsys):
+    """A driver killed before Tune's first save leaves its asked trials RUNNING in the journal
+    and nothing for Tune to restore: the stage starts afresh on the same study, and those
+    trials are told FAIL (Tune's restore path: test_restored_searcher_tells_no_trial_twice)."""
+    killed = _searcher(tmp_path)
+    killed.suggest("a"), killed.suggest("b")
+    killed.on_trial_complete("a", {"val_loss": 4.0, "finished": True})
+    fresh = _searcher(tmp_path)  # what `resume` builds when Tune has nothing to restore
+    assert fail_stale_trials(fresh) == 1
+    assert "1 Optuna trial(s) left running by a stopped driver marked FAIL: 1" in \
+        capsys.readouterr().out
+    fresh.suggest("a")  # Tune's new trial ids start again
+    assert fail_stale_trials(fresh) == 0  # its own running trials are left alone
+    states = [t.state for t in _load(tmp_path / "exp").trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
+
+
+def test_the_study_can_live_in_a_database(tmp_path, monkeypatch):
+    """``searcher.storage``: a database URL, read from the environment where it holds ${VAR};
+    the study's name is the campaign's and the experiment's."""
+    monkeypatch.setenv("NGPT_TEST_DB", f"sqlite:///{tmp_path}/optuna.db")
+    body = SPACE.replace("n_startup_trials: 2}", "n_startup_trials: 2, storage: '${NGPT_TEST_DB}'}")
+    searcher = _searcher(tmp_path, body)
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", {"val_loss": 4.0, "training_iteration": 1, "finished": True})
+    assert not (tmp_path / "exp" / JOURNAL_FILE).exists()
+    study = optuna.load_study(study_name=f"journal-test@{tmp_path / 'exp'}",
+                              storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.value for t in study.trials] == [4.0]
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's checkpoint, restored on resume
+    _searcher(tmp_path, body).restore(str(tmp_path / "searcher.pkl"))
+    monkeypatch.delenv("NGPT_TEST_DB")
+    with pytest.raises(NgptTuneError, match="searcher.storage.*NGPT_TEST_DB.* is not set"):
+        _searcher(tmp_path, body)
+    for bad in ("name: optuna, storage: optuna.db", "name: random, storage: 'sqlite:///x.db'"):
+        with pytest.raises(ConfigError, match="key 'searcher.storage'"):
+            build_spec(str(write_spec(tmp_path, SPACE.replace(
+                "searcher: {name: optuna, seed: 0, n_startup_trials: 2}", f"searcher: {{{bad}}}"))))

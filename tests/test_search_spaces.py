@@ -130,9 +130,16 @@ def test_the_sweeps_cover_the_paper_and_the_seeds(fineweb):
     assert {1, 7, 10} <= set(optimization["model.proj_every"].args)  # paper 1, seeds 10 then 7
     assert set(optimization["model.alpha_mode"].args) == {"vector", "scalar"}
     advanced = load("advanced")
-    assert {c.data.batch_size for c in arms(advanced).values()} == {16, 24, 32, 48, 64}
+    batches = arms(advanced).values()
+    assert {c.data.batch_size for c in batches} == {16, 24, 32, 48, 64, 96}
+    # past the prior campaign's 64 by gradient accumulation, in pieces no larger than batch48's
+    assert {c.data.micro_batch_size or c.data.batch_size for c in batches} <= {16, 24, 32, 48, 64}
+    assert {c.train.steps * c.tokens_per_step for c in batches} == {2457600}  # equal tokens
     scales = {p.key: p for p in advanced.params}["model.logit_scale"].args
     assert set(scales) == {"learned", 10.0, 15.0, 20.0}
+    gated_batches = arms(load("gated")).values()
+    assert max(c.data.batch_size for c in gated_batches) == 128
+    assert max(c.data.micro_batch_size or c.data.batch_size for c in gated_batches) == 64
     gated = {p.key: p for p in load("gated").params}
     assert gated["model.alpha"].values == (0.05, 0.4)
     assert gated["model.gate_init"].values == (-2.0, 2.0)

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from ngpt_tune.checkpoints import older_checkpoints
 from ngpt_tune.compiling import compile_cache_folder, use_compile_cache
-from ngpt_tune.experiment import PROVENANCE_FILE, VARIANT_KEY
+from ngpt_tune.config import Config
+from ngpt_tune.experiment import ERROR_KEY, INFEASIBLE_KEY, PROVENANCE_FILE, VARIANT_KEY
+from ngpt_tune.memory import out_of_memory
 from ngpt_tune.provenance import placement, provenance
 from ngpt_tune.spec import CampaignSpec
 from ngpt_tune.train import fit, pick_device
@@ -46,7 +51,10 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, default=str))
 
+    last: dict[str, Any] = {}
+
     def report(metrics: dict[str, Any], save) -> None:
+        last.update(metrics)
         if save is None:
             tune.report(metrics)
             return
@@ -54,6 +62,33 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
             save(Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    error = None
+    try:
+        _fit(config, report, checkpoint_every)
+    except Exception as err:  # the traceback (and what its frames hold) is freed on leaving
+        error = out_of_memory(err)
+        if error is None:
+            raise  # a crash: Tune retries it (max_failures), then marks it errored
+    if error is not None:
+        # does not fit: ended normally with one last report, so that Tune does not retry it
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        tune.report(infeasible_report(spec, config, last, error))
+
+
+def infeasible_report(spec: CampaignSpec, config: Config, last: dict[str, Any],
+                      error: str) -> dict[str, Any]:
+    """The last report of a trial that ran out of memory: flagged (:data:`INFEASIBLE_KEY`,
+    with the error line), with the worst value of the metric so that no scheduler or ranking
+    takes it for a good trial, at the step of its last report (0 before any)."""
+    worst = math.inf if spec.mode == "min" else -math.inf
+    return {"step": last.get("step", 0), "tokens_seen": last.get("tokens_seen", 0),
+            "max_steps": config.train.steps, "val_loss": worst, "train_loss": worst,
+            "finished": False, "diverged": False, INFEASIBLE_KEY: True, ERROR_KEY: error}
+
+
+def _fit(config: Config, report, checkpoint_every: int) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         fit(config, report=report, checkpoint_every=checkpoint_every)
