@@ -3,8 +3,7 @@
 ``report.html`` opens with no network: no script, no stylesheet or font to fetch; the charts
 are inline SVG written by matplotlib (text kept as text, so a browser's find works on them).
 It shows, top to bottom: the campaign's stages and a ladder's fit (when the summary has them),
-the best configuration, the ranking (trials, and configurations with
-95% CIs), the confirmation stage (when ``summary["confirm"]`` exists), the comparison with a
+the best configuration, the ranking (trials, and configurations with 95% CIs), the confirmation stage (when ``summary["confirm"]`` exists), the comparison with a
 baseline arm, early-stopped and failed trials, learning curves over tokens with early-stopped
 trials marked at the budget they reached, each parameter's effect (a log axis where the spec's
 distribution is ``loguniform``), importance, the ASHA rungs, compute and provenance.

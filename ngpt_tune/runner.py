@@ -24,8 +24,8 @@ from ngpt_tune.files import is_remote, join, local_path
 from ngpt_tune.logger_callbacks import build_callbacks
 from ngpt_tune.progress import configure_output, progress_reporter
 from ngpt_tune.progress import ray_init_kwargs as output_kwargs
+from ngpt_tune.schedulers import SCHEDULERS
 from ngpt_tune.search import (
-    SCHEDULERS,
     SEARCHERS,
     fail_stale_trials,
     param_space,

@@ -27,6 +27,7 @@ LAYERS = {
     "analysis": ["analysis", "analysis.*"],  # the package and every module in it
     "orchestration": ["ngpt_tune.__main__", "ngpt_tune.campaign", "ngpt_tune.stages",
                       "ngpt_tune.runner", "ngpt_tune.confirm_stage", "ngpt_tune.search",
+                      "ngpt_tune.schedulers",
                       "ngpt_tune.progress", "ngpt_tune.logger_callbacks", "ngpt_tune.jobs",
                       "trainables", "trainables.*"],
 }

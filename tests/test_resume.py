@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from ngpt_tune.experiment import RESULT_FILE, trial_dirname
-from ngpt_tune.search import ResumableASHA, study_storage
+from ngpt_tune.schedulers import ResumableASHA
+from ngpt_tune.search import study_storage
 
 ASHA = {"time_attr": "step", "metric": "val_loss", "mode": "min", "max_t": 200,
         "grace_period": 40, "reduction_factor": 2}  # rungs at steps 40, 80 and 160
