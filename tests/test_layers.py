@@ -18,7 +18,7 @@ LAYERS = {
              "ngpt_tune.data", "ngpt_tune.tokenizer", "ngpt_tune.prepare",
              "ngpt_tune.download", "ngpt_tune.train", "ngpt_tune.compiling", "ngpt_tune.flops",
              "ngpt_tune.files", "ngpt_tune.errors", "ngpt_tune.provenance",
-             "ngpt_tune.checkpoints"],
+             "ngpt_tune.checkpoints", "ngpt_tune.branches"],
     "contract": ["ngpt_tune.experiment"],
     "spec": ["ngpt_tune.request", "ngpt_tune.spec", "ngpt_tune.spec_sections",
              "ngpt_tune.spec_checks", "ngpt_tune.space", "ngpt_tune.smoke", "ngpt_tune.presets",
