@@ -3,14 +3,21 @@ loss at the milestones only, counts its tokens, and gives the same values after 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
 import torch
+from analysis_fixtures import make_compare
 from conftest import tiny_config
 
+from analysis import load_experiment, summarize
 from ngpt_tune.branches import CooledRungs, Snapshot, milestone_steps
+from ngpt_tune.errors import ConfigError
+from ngpt_tune.experiment import RESULT_FILE
 from ngpt_tune.optim import cooldown_multiplier, lr_multiplier
+from ngpt_tune.spec import SchedulerSpec, parse_spec_text
 from ngpt_tune.train import Trainer, fit
 
 # 8 steps, evaluations every 2: milestones at steps 2 and 3 are judged at 2 and 4
@@ -123,3 +130,83 @@ def test_milestones_become_steps():
     with pytest.raises(ValueError, match="fraction"):
         CooledRungs((5,), 0.0)
     assert math.isfinite(CooledRungs((5,), 1.0).length(5))
+
+
+SPEC = """
+name: cooled
+base: {train: {steps: 40, eval_every: 5}, data: {batch_size: 4}, model: {block_size: 32}}
+search: {optim.lr: {loguniform: [1.0e-3, 1.0e-1]}}
+scheduler: {name: asha, cooled_rungs: {fraction: 0.2}}
+"""
+
+
+def test_the_spec_gives_each_trial_the_rungs_as_steps():
+    """scheduler.cooled_rungs: ASHA's rungs (at 1/4 and 1/2 of 40 steps of 128 tokens) as the
+    trial's steps; the confirmation stage's FIFO spec and a plain spec branch nowhere."""
+    spec = parse_spec_text(SPEC)
+    assert spec.scheduler_record()["cooled_rungs"] == {"fraction": 0.2}
+    rungs = spec.cooled_rungs(spec.base_config)
+    assert rungs == CooledRungs(at_steps=(10, 20), fraction=0.2)
+    # a larger batch reaches the same token budgets at other steps (max_t before its end)
+    assert spec.cooled_rungs(spec.base_config.override({"data.batch_size": 8})).at_steps == \
+        (5, 10, 20)
+    confirm = dataclasses.replace(spec, scheduler=SchedulerSpec(name="fifo"))
+    assert confirm.cooled_rungs(spec.base_config) is None
+    plain = parse_spec_text(SPEC.replace(", cooled_rungs: {fraction: 0.2}", ""))
+    assert plain.cooled_rungs(plain.base_config) is None
+    assert parse_spec_text(SPEC.replace("{fraction: 0.2}", "true")).scheduler.cooled_rungs \
+        .fraction == 0.1
+
+
+@pytest.mark.parametrize("change,message", [
+    ("{fraction: 0.2}", "scheduler.cooled_rungs.fraction': must be in (0, 1], got 0.0"),
+    ("{fractoin: 0.2}", "scheduler.cooled_rungs.fractoin"),
+    ("name: asha", "scheduler.cooled_rungs': judges ASHA's rungs: needs scheduler name 'asha'"),
+    ("name: cooled", "scheduler.cooled_rungs': a branch is judged on val_loss"),
+])
+def test_bad_cooled_rungs_settings_are_one_line(change, message):
+    text = {"{fraction: 0.2}": SPEC.replace("0.2", "0.0"),
+            "{fractoin: 0.2}": SPEC.replace("fraction", "fractoin"),
+            "name: asha": SPEC.replace("name: asha", "name: fifo"),
+            "name: cooled": SPEC + "metric: train_loss\n"}[change]
+    with pytest.raises(ConfigError) as err:
+        parse_spec_text(text)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_branch_tokens_count_in_the_campaign_compute(tmp_path):
+    """A trial's branch tokens join the campaign's tokens and FLOPs; the history keeps the
+    run's own loss beside the value ASHA judged."""
+    root = make_compare(tmp_path / "cmp")
+    plain = summarize(load_experiment(root))["compute"]
+    result = root / "train_ngpt_0" / RESULT_FILE
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    rows[0].update(val_loss_raw=rows[0]["val_loss"] + 0.5, cooled=True, branch_tokens=1000)
+    for row in rows[1:]:
+        row.update(val_loss_raw=row["val_loss"], cooled=False, branch_tokens=1000)
+    result.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = load_experiment(root)
+    trial = exp.trials.set_index("trial_id").loc["ngpt0"]
+    assert trial["branch_tokens"] == 1000
+    per_token = trial["flops"] / (trial["tokens_seen"] + 1000)
+    compute = summarize(exp)["compute"]
+    assert compute["total_tokens"] == plain["total_tokens"] + 1000
+    assert compute["branch_tokens"] == 1000
+    assert compute["flops"] == pytest.approx(plain["flops"] + 1000 * per_token)
+    first = exp.history[exp.history["trial_id"] == "ngpt0"].iloc[0]
+    assert first["val_loss_raw"] == pytest.approx(first["val_loss"] + 0.5)
+
+
+@pytest.mark.slow
+def test_a_compiled_model_branches_without_a_new_graph():
+    """The branch runs the compiled module the run compiled: no graph is added, and the run's
+    own numbers are those of the run without branches."""
+    from torch._dynamo.utils import counters
+
+    config = tiny_config(**{**SHORT, "train.compile": "on", "train.steps": 4})
+    plain = reports_of(config)
+    graphs = counters["stats"]["unique_graphs"]
+    cooled = reports_of(config, cooled_rungs=CooledRungs(at_steps=(2,), fraction=1.0))
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert cooled[0]["cooled"] and cooled[0]["branch_tokens"] == 2 * 128
+    assert [r["val_loss_raw"] for r in cooled] == [r["val_loss"] for r in plain]

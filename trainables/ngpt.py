@@ -54,13 +54,16 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
             save(Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    # ASHA's rungs judged on cooled branches (None in the confirmation stage: no rungs there)
+    cooled = spec.cooled_rungs(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        fit(config, report=report, checkpoint_every=checkpoint_every)
+        fit(config, report=report, checkpoint_every=checkpoint_every, cooled_rungs=cooled)
         return
     with contextlib.ExitStack() as stack:
         # the latest checkpoint, then (only if it cannot be read) the older ones, newest first
         older = [tune.Checkpoint(path, filesystem=checkpoint.filesystem)
                  for path in older_checkpoints(checkpoint.path, checkpoint.filesystem)]
         folders = (Path(stack.enter_context(c.as_directory())) for c in [checkpoint, *older])
-        fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every)
+        fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every,
+            cooled_rungs=cooled)
