@@ -114,3 +114,17 @@ def test_quickstart_ranges(tmp_path):
     record = smoke("quickstart_ranges", tmp_path)
     assert [(r["lr"], r["alpha"]) for r in record["runs"]] == [(0.08, 0.05), (0.16, 0.05)]
     assert record["best"] in record["runs"] and math.isfinite(record["best"]["val_loss"])
+
+
+def test_rung_fidelity(tmp_path):
+    record = smoke("rung_fidelity", tmp_path)
+    assert record["rungs"] == [1, 2]  # the shipped ASHA's rungs before the end of 4 steps
+    rows = {(r["schedule"], r["metric"], r["rung_step"]): r for r in record["rows"]}
+    assert set(rows) == {(s, m, k) for s in ("cosine", "wsd") for m in ("raw", "cooled")
+                         for k in (1, 2)}
+    for row in rows.values():
+        assert -1 <= row["spearman"] <= 1 and 0 <= row["top3_kept"] <= 3 and row["regret"] >= 0
+    # every run branched at both rungs, one step each (at least one; 0.5 x 2), 128 tokens a step
+    assert record["branch_tokens"] == 6 * 2 * 128 and record["tokens"] == 6 * 4 * 128
+    for run in record["runs"]:
+        assert run["raw"] != run["cooled"]
