@@ -210,3 +210,24 @@ def test_a_compiled_model_branches_without_a_new_graph():
     assert counters["stats"]["unique_graphs"] == graphs
     assert cooled[0]["cooled"] and cooled[0]["branch_tokens"] == 2 * 128
     assert [r["val_loss_raw"] for r in cooled] == [r["val_loss"] for r in plain]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_branch_state_stays_on_the_device():
+    """The snapshot is cloned on the GPU (nothing of the model or optimiser goes to the
+    host), and after a branch the run's weights and moments are back to the bit."""
+    from ngpt_tune.branches import cooled_loss
+
+    trainer = Trainer.create(tiny_config(**{**SHORT, "train.device": "cuda"}),
+                             torch.device("cuda"))
+    for _ in range(2):
+        trainer.train_step()
+    saved = Snapshot(trainer)
+    assert all(t.is_cuda for t in saved.model)
+    assert all(v.is_cuda for s in saved.optim[0].values() for v in s.values()
+               if torch.is_tensor(v) and v.ndim)
+    before = [t.clone() for t in trainer.model.state_dict().values()]
+    assert math.isfinite(cooled_loss(trainer, 2))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.state_dict().values()))
+    trainer.release()
