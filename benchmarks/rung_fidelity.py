@@ -15,11 +15,13 @@ of the run; 1/8, an earlier rung not shipped, for where the bias grows), per sch
 - ``spearman``: rank correlation of the rung's metric with the final loss;
 - ``top3_kept``: how many of the final top 3 are in the better half at the rung (what ASHA at
   factor 2 keeps);
+- ``winner_rank``: where the final winner stands at the rung (1: first);
 - ``regret``: the best final loss among the kept half minus the best overall (0: the winner
   survives).
 
     nice -n 15 python benchmarks/rung_fidelity.py            # 7 x 3 grid, 2 workers
     python benchmarks/rung_fidelity.py --smoke                # seconds: 3 configurations, 4 steps
+    python benchmarks/rung_fidelity.py --rescore OUTPUT       # no training: a record's table again
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -85,16 +88,19 @@ def train(point: dict, schedule: str, steps: int, rungs: list[int], fraction: fl
 
 
 def fidelity(runs: list[dict], metric: str, k: int) -> dict:
-    """Spearman, final top 3 kept in the better half, and regret at rung ``k``."""
+    """Spearman, final top 3 kept in the better half, the winner's rank, and regret at rung
+    ``k``."""
     final = np.array([r["final"] for r in runs], dtype=float)
     at_rung = np.array([r[metric][k] for r in runs], dtype=float)
     final = np.where(np.isfinite(final), final, np.inf)
     at_rung = np.where(np.isfinite(at_rung), at_rung, np.inf)
     keep = max(1, int(np.ceil(len(runs) / REDUCTION_FACTOR)))
-    kept = set(np.argsort(at_rung, kind="stable")[:keep].tolist())
+    order = np.argsort(at_rung, kind="stable").tolist()
+    kept = set(order[:keep])
     top3 = set(np.argsort(final, kind="stable")[:3].tolist())
     return {"spearman": float(spearmanr(at_rung, final).statistic),
             "top3_kept": len(top3 & kept),
+            "winner_rank": order.index(int(np.argmin(final))) + 1,
             "regret": float(min(final[i] for i in kept) - final.min())}
 
 
@@ -119,7 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (processes)")
     parser.add_argument("--val-tokens", type=int, default=512, help="the fixed validation set")
     parser.add_argument("--smoke", action="store_true", help="3 configurations of 4 steps")
+    parser.add_argument("--rescore", type=Path, metavar="OUTPUT",
+                        help="no training: score the runs of an earlier output's last line")
     args = parser.parse_args(argv)
+    if args.rescore:
+        old = json.loads(args.rescore.read_text().strip().splitlines()[-1])
+        print_table(table(old["runs"], old["rungs"], old["steps"]), old["runs"])
+        return old
     if args.smoke:
         args.steps, args.lr_points, args.alpha_points, args.workers = 4, 3, 1, 1
         args.fraction, args.val_tokens = 0.5, 128
@@ -134,15 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         runs = [train(p, s, args.steps, rungs, args.fraction, args.val_tokens) for p, s in jobs]
     rows = table(runs, rungs, args.steps)
-    print(f"{'schedule':8} {'metric':7} {'rung':>8} {'spearman':>9} {'top3 kept':>9} "
-          f"{'regret':>8}")
-    for r in rows:
-        print(f"{r['schedule']:8} {r['metric']:7} {r['rung']:>8} {r['spearman']:9.3f} "
-              f"{r['top3_kept']:>9} {r['regret']:8.4f}")
-    for schedule in SCHEDULES:
-        best = min((r for r in runs if r["schedule"] == schedule), key=lambda r: r["final"])
-        print(f"best final under {schedule}: {best['final']:.4f} at lr {best['optim.lr']:.4g}, "
-              f"alpha {best['model.alpha']:.3g}")
+    print_table(rows, runs)
     trained = sum(r["tokens"] for r in runs)
     branched = sum(r["branch_tokens"] for r in runs)
     record = {
@@ -154,6 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(record))
     return record
+
+
+def print_table(rows: list[dict], runs: list[dict]) -> None:
+    print(f"{'schedule':8} {'metric':7} {'rung':>8} {'spearman':>9} {'top3 kept':>9} "
+          f"{'winner':>6} {'regret':>8}")
+    for r in rows:
+        print(f"{r['schedule']:8} {r['metric']:7} {r['rung']:>8} {r['spearman']:9.3f} "
+              f"{r['top3_kept']:>9} {r['winner_rank']:>6} {r['regret']:8.4f}")
+    for schedule in SCHEDULES:
+        best = min((r for r in runs if r["schedule"] == schedule), key=lambda r: r["final"])
+        print(f"best final under {schedule}: {best['final']:.4f} at lr {best['optim.lr']:.4g}, "
+              f"alpha {best['model.alpha']:.3g}")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ def test_rung_fidelity(tmp_path):
                          for k in (1, 2)}
     for row in rows.values():
         assert -1 <= row["spearman"] <= 1 and 0 <= row["top3_kept"] <= 3 and row["regret"] >= 0
+        assert 1 <= row["winner_rank"] <= 3
     # every run branched at both rungs, one step each (at least one; 0.5 x 2), 128 tokens a step
     assert record["branch_tokens"] == 6 * 2 * 128 and record["tokens"] == 6 * 4 * 128
     for run in record["runs"]:
