@@ -23,7 +23,7 @@ LAYERS = {
     "spec": ["ngpt_tune.request", "ngpt_tune.spec", "ngpt_tune.spec_sections",
              "ngpt_tune.spec_checks", "ngpt_tune.space", "ngpt_tune.smoke", "ngpt_tune.presets",
              "ngpt_tune.asha", "ngpt_tune.ladder_plan",
-             "ngpt_tune.searcher_spec", "ngpt_tune.warm_start"],
+             "ngpt_tune.searcher_spec", "ngpt_tune.scheduler_spec", "ngpt_tune.warm_start"],
     "analysis": ["analysis", "analysis.*"],  # the package and every module in it
     "orchestration": ["ngpt_tune.__main__", "ngpt_tune.campaign", "ngpt_tune.stages",
                       "ngpt_tune.runner", "ngpt_tune.confirm_stage", "ngpt_tune.search",
