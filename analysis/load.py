@@ -263,6 +263,7 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
     if max_steps is None:
         max_steps = _int(values.get("train.steps"))
     tokens = _int(last.get("tokens_seen"))
+    branch_tokens = _int(last.get("branch_tokens"))
     n_params = _int(last.get("n_params"))
     speeds = [s for s in (number_or_none(r.get("tokens_per_s")) for r in reports) if s is not None]
     wall = number_or_none(last.get("time_total_s", last.get("elapsed_s")))
@@ -282,10 +283,12 @@ def _trial_row(record: TrialRecord, seed_key: str) -> tuple[dict[str, Any], dict
         "max_steps": max_steps,
         "budget_fraction": steps / max_steps if steps is not None and max_steps else None,
         "tokens_seen": tokens,
+        "branch_tokens": branch_tokens,
         "tokens_per_s": statistics.median(speeds) if speeds else None,
         "wall_time_s": wall,
         "n_params": n_params,
-        "flops": _flops(record.config, n_params, tokens),
+        "flops": _flops(record.config, n_params,
+                        None if tokens is None else tokens + (branch_tokens or 0)),
         "device": prov.get("device"),
         "gpus": number_or_none((prov.get("resources") or {}).get("GPU")),
         "n_reports": len(reports),
@@ -337,6 +340,7 @@ def _history_rows(record: TrialRecord, row: dict[str, Any]) -> list[dict[str, An
             "tokens_seen": _int(r.get("tokens_seen")),
             "train_loss": number_or_none(r.get("train_loss")),
             "val_loss": number_or_none(r.get("val_loss")),
+            "val_loss_raw": number_or_none(r.get("val_loss_raw", r.get("val_loss"))),
             "lr": number_or_none(r.get("lr")),
             "tokens_per_s": number_or_none(r.get("tokens_per_s")),
             "elapsed_s": number_or_none(r.get("elapsed_s")),

@@ -35,10 +35,11 @@ TRIAL_FIELDS = (
     pa.field("max_steps", pa.int64()),
     pa.field("budget_fraction", pa.float64()),  # steps / max_steps
     pa.field("tokens_seen", pa.int64()),
+    pa.field("branch_tokens", pa.int64()),  # trained in cooled-rung branches (ngpt_tune.branches)
     pa.field("tokens_per_s", pa.float64()),  # median over reports (the first includes compile)
     pa.field("wall_time_s", pa.float64()),  # Tune's time_total_s of the last report
     pa.field("n_params", pa.int64()),
-    pa.field("flops", pa.float64()),  # tokens_seen * ngpt_tune.flops.flops_per_token
+    pa.field("flops", pa.float64()),  # (tokens_seen + branch_tokens) * flops per token
     pa.field("device", pa.string()),
     pa.field("gpus", pa.float64()),  # GPUs Ray granted the trial (a share: 0.5), whatever device
     pa.field("n_reports", pa.int64()),
@@ -54,7 +55,8 @@ HISTORY_FIELDS = (
     pa.field("step", pa.int64()),
     pa.field("tokens_seen", pa.int64()),
     pa.field("train_loss", pa.float64()),
-    pa.field("val_loss", pa.float64()),
+    pa.field("val_loss", pa.float64()),  # at a cooled rung: the branch's (what ASHA judged)
+    pa.field("val_loss_raw", pa.float64()),  # the run's own, branch or not
     pa.field("lr", pa.float64()),
     pa.field("tokens_per_s", pa.float64()),
     pa.field("elapsed_s", pa.float64()),

@@ -236,8 +236,11 @@ def compute(trials: pd.DataFrame) -> dict[str, Any]:
     held = gpus > 0
     gpu_hours = float((wall * gpus).sum()) / 3600
     cpu_hours = float(wall[~held].sum()) / 3600
+    branch = trials["branch_tokens"].fillna(0) if "branch_tokens" in trials else 0 * wall
     return {
-        "total_tokens": int(trials["tokens_seen"].fillna(0).sum()),
+        # every token trained: the trials' own and their cooled-rung branches'
+        "total_tokens": int((trials["tokens_seen"].fillna(0) + branch).sum()),
+        "branch_tokens": int(branch.sum()),
         "flops": float(trials["flops"].fillna(0.0).sum()),
         "flops_note": FLOPS_NOTE,
         "gpu_hours": gpu_hours,

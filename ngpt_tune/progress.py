@@ -222,7 +222,8 @@ class StatusReporter(ProgressReporter):
             params = self.params_text(trial)
             if params:
                 lines.append(f"          {params}")
-        tokens = sum(number_or_none(t.last_result.get("tokens_seen")) or 0 for t in trials)
+        tokens = sum((number_or_none(t.last_result.get("tokens_seen")) or 0)
+                     + (number_or_none(t.last_result.get("branch_tokens")) or 0) for t in trials)
         speed = sum(number_or_none(t.last_result.get("tokens_per_s")) or 0
                     for t in trials if t.status == RUNNING)
         if tokens:

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -67,6 +67,9 @@ from ngpt_tune.spec_sections import (
     parse_ladder,
     parse_section,
 )
+
+if TYPE_CHECKING:
+    from ngpt_tune.branches import CooledRungs
 
 __all__ = ["CONFIRM_ARM_KEY", "DISTRIBUTIONS", "SEED_KEY", "TRIAL_INDEX_KEY", "VARIANT_KEY",
            "CampaignSpec", "CheckpointSpec", "CompareSpec", "ConfirmSpec", "Param", "ResourceSpec",
@@ -111,6 +114,9 @@ class CampaignSpec:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"must be an integer >= {minimum}, got {value!r}", key=key)
+        if self.scheduler.cooled_rungs is not None and self.metric != "val_loss":
+            raise ConfigError(f"a branch is judged on val_loss: needs metric 'val_loss', not "
+                              f"{self.metric!r}", key="scheduler.cooled_rungs")
 
     # ---- the merge rule: base <- variant <- searched values <- forced overrides ----------
     def trial_dict(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -205,8 +211,25 @@ class CampaignSpec:
         the settings the scheduler runs with, 'auto' resolved, and ASHA's rung budgets."""
         s = self.scheduler
         grace, max_t = self.asha_budgets() if s.name == "asha" else (None, None)
-        return asha.scheduler_record(s.name, time_attr=s.time_attr, grace=grace, max_t=max_t,
-                                     reduction_factor=s.reduction_factor, brackets=s.brackets)
+        record = asha.scheduler_record(s.name, time_attr=s.time_attr, grace=grace, max_t=max_t,
+                                       reduction_factor=s.reduction_factor, brackets=s.brackets)
+        if s.cooled_rungs is not None:
+            record["cooled_rungs"] = dataclasses.asdict(s.cooled_rungs)
+        return record
+
+    def cooled_rungs(self, config: Config) -> CooledRungs | None:
+        """Where a trial of ``config`` branches a cooldown (``scheduler.cooled_rungs``): ASHA's
+        rungs, every bracket's, as steps of this trial; None: it never branches."""
+        from ngpt_tune.branches import CooledRungs, milestone_steps  # torch: trials only
+
+        s = self.scheduler
+        if s.name != "asha" or s.cooled_rungs is None:
+            return None
+        rungs = self.scheduler_record()["rungs"]
+        steps = milestone_steps(rungs, time_attr=s.time_attr,
+                                tokens_per_step=config.tokens_per_step,
+                                total_steps=config.train.steps)
+        return CooledRungs(steps, s.cooled_rungs.fraction)
 
     def check_data(self) -> None:
         """Open the shard headers of every data folder the campaign can use, so that a

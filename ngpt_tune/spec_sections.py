@@ -18,36 +18,17 @@ from ngpt_tune.config import Config, ModelConfig, build_section, flatten_dotted
 from ngpt_tune.errors import ConfigError, unknown_key_message
 from ngpt_tune.experiment import VARIANT_KEY
 from ngpt_tune.flops import non_embedding_params
+from ngpt_tune.scheduler_spec import CooledRungsSpec, SchedulerSpec
 from ngpt_tune.searcher_spec import SearcherSpec
 from ngpt_tune.space import Param
 
 __all__ = ["AXES", "LOGGERS", "TOKEN_RULES", "CheckpointSpec", "CompareSpec", "ConfirmSpec",
-           "LadderSpec", "LoggersSpec", "MLflowLogger", "ResourceSpec", "SchedulerSpec",
+           "CooledRungsSpec", "LadderSpec", "LoggersSpec", "MLflowLogger", "ResourceSpec", "SchedulerSpec",
            "SearcherSpec", "TensorboardLogger", "WandbLogger", "check_installed", "parse_compare",
            "parse_confirm", "parse_ladder", "parse_loggers", "parse_section", "smoke_ladder"]
 
 
-# ---- searcher: (ngpt_tune.searcher_spec), scheduler:, resources:, checkpoint:, compare:, confirm: ------------------------
-@dataclass(frozen=True)
-class SchedulerSpec:
-    name: Literal["asha", "fifo"] = "asha"
-    time_attr: Literal["tokens_seen", "step"] = "tokens_seen"
-    grace_period: Union[Literal["auto"], float] = "auto"  # auto: max_t / reduction_factor**2
-    reduction_factor: float = 2.0  # 2 beat 3 in benchmarks/search_efficiency.py (RESULTS.md §3)
-    max_t: Union[Literal["auto"], float] = "auto"  # auto: the longest trial's budget
-    brackets: int = 1  # ASHA brackets: bracket s starts stopping at grace * rf**s (Hyperband)
-
-    def __post_init__(self) -> None:
-        if self.reduction_factor <= 1:
-            raise ConfigError("must be > 1", key="reduction_factor")
-        if self.brackets < 1:
-            raise ConfigError(f"must be >= 1, got {self.brackets}", key="brackets")
-        for name in ("grace_period", "max_t"):
-            value = getattr(self, name)
-            if value != "auto" and value <= 0:
-                raise ConfigError(f"must be 'auto' or > 0, got {value}", key=name)
-
-
+# ---- searcher: (ngpt_tune.searcher_spec), scheduler: (ngpt_tune.scheduler_spec), resources:, checkpoint:, compare:, confirm: ------------------------
 @dataclass(frozen=True)
 class ResourceSpec:
     cpus_per_trial: float = 1.0

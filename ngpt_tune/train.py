@@ -4,6 +4,11 @@ Every ``eval_every`` steps (and at the last step) the loop evaluates on a fixed 
 set and calls ``report(metrics, save)``: ``metrics`` is a dict with the keys in
 :data:`METRIC_KEYS`; ``save`` is ``None``, or, when a checkpoint is due, a function that writes
 the full training state into a folder (see :func:`fit`'s ``resume_from``).
+
+With ``cooled_rungs`` (:mod:`ngpt_tune.branches`), the evaluation that reaches each of ASHA's
+milestones reports the loss of a short cooldown branched from the run as ``val_loss`` (the
+run's own as ``val_loss_raw``, and ``cooled: True``); ``branch_tokens`` counts the tokens the
+branches trained.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
+from ngpt_tune.branches import CooledRungs, cooled_loss
 from ngpt_tune.checkpoints import load_first
 from ngpt_tune.compiling import compile_model
 from ngpt_tune.config import Config
@@ -36,7 +42,7 @@ from ngpt_tune.optim import build_optimizers, lr_multiplier, set_lr
 
 METRIC_KEYS = (
     "step", "tokens_seen", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s",
-    "projections", "max_steps", "finished", "diverged", "n_params",
+    "projections", "max_steps", "finished", "diverged", "n_params", "branch_tokens",
 )
 STATE_FILE = "state.pt"
 
@@ -129,6 +135,7 @@ class Trainer:
     device: torch.device
     step: int = 0
     projections: int = 0
+    branch_steps: int = 0  # steps trained in cooled branches (ngpt_tune.branches)
     project: Callable | None = None  # model.project_weights, compiled or not
     cudagraphs: bool = False  # compiled with mode "reduce-overhead"
 
@@ -202,32 +209,17 @@ class Trainer:
             loss.backward()
         return loss.detach()
 
-        pieces = micro_batches(x, y, self.config.data.micro_batch_size)
-        if len(pieces) == 1:
-            return self._forward_backward(x, y, 1.0)
-        total = torch.zeros((), device=self.device)  # a copy: CUDA graphs reuse their outputs
-        for xs, ys in pieces:
-            total += self._forward_backward(xs, ys, xs.size(0) / x.size(0))
-        return total
-
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
-        if self.cudagraphs:  # the previous graph outputs may now be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
-        with record_function("forward"), self.autocast():
-            _, loss = self.forward(x, y, return_logits=False)
-        if share != 1.0:
-            loss = loss * share
-        with record_function("backward"):
-            loss.backward()
-        return loss.detach()
-    def train_step(self) -> torch.Tensor:
-        """One optimiser step; returns the loss as a tensor (no host sync)."""
+    def train_step(self, lr_mult: float | None = None) -> torch.Tensor:
+        """One optimiser step at the schedule's lr (or ``lr_mult`` x the peak); returns the
+        loss as a tensor (no host sync)."""
         cfg = self.config
         loss = self.accumulate(*self.loader.next_batch(self.device))
         if cfg.optim.grad_clip:
             with record_function("clip_grad"):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        set_lr(self.optimizers, lr_multiplier(self.step, cfg.train.steps, cfg.optim))
+        if lr_mult is None:
+            lr_mult = lr_multiplier(self.step, cfg.train.steps, cfg.optim)
+        set_lr(self.optimizers, lr_mult)
         with record_function("optimizer"):
             for opt in self.optimizers:
                 opt.step()
@@ -283,6 +275,7 @@ class Trainer:
             "finished": self.step >= self.config.train.steps and not diverged,
             "diverged": diverged,
             "n_params": self.model.num_params(),
+            "branch_tokens": self.branch_steps * tokens_per_step,
         }
 
     def save(self, directory: Path) -> None:
@@ -294,6 +287,7 @@ class Trainer:
             "loader": self.loader.state_dict(),
             "step": self.step,
             "projections": self.projections,
+            "branch_steps": self.branch_steps,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -310,6 +304,7 @@ class Trainer:
             opt.load_state_dict(opt_state)
         self.loader.load_state_dict(state["loader"])
         self.step, self.projections = state["step"], state["projections"]
+        self.branch_steps = state.get("branch_steps", 0)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
@@ -324,6 +319,7 @@ def fit(
     report: ReportFn | None = None,
     resume_from: Path | Iterable[Path] | None = None,
     checkpoint_every: int = 0,
+    cooled_rungs: CooledRungs | None = None,
 ) -> FitResult:
     """Train ``config``; call ``report`` at each evaluation.
 
@@ -335,6 +331,8 @@ def fit(
             skipped with a warning, see :func:`ngpt_tune.checkpoints.load_first`).
         checkpoint_every: pass a ``save`` function at evaluations where ``step`` is a multiple
             of it (and at the last step); 0 never passes one.
+        cooled_rungs: branch a cooldown at these milestones and report its loss there
+            (:mod:`ngpt_tune.branches`); None: never.
 
     A non-finite training or validation loss ends the run with ``diverged: True`` in the
     last metrics; it is not raised.
@@ -345,12 +343,13 @@ def fit(
     try:
         if resume_from is not None:
             load_first(trainer.load, resume_from)
-        return _train(trainer, report, checkpoint_every)
+        return _train(trainer, report, checkpoint_every, cooled_rungs)
     finally:  # also when report raises (Ray stops a trial from inside tune.report)
         trainer.release()
 
 
-def _train(trainer: Trainer, report: ReportFn | None, checkpoint_every: int) -> FitResult:
+def _train(trainer: Trainer, report: ReportFn | None, checkpoint_every: int,
+           cooled_rungs: CooledRungs | None = None) -> FitResult:
     config = trainer.config
     steps, eval_every = config.train.steps, config.train.eval_every
     if trainer.step >= steps:  # resumed from the final checkpoint: report the finished state
@@ -375,6 +374,8 @@ def _train(trainer: Trainer, report: ReportFn | None, checkpoint_every: int) -> 
         metrics = trainer.metrics(train_loss=train_loss, val_loss=val_loss,
                                   train_time=now - window_start, window_steps=window_steps,
                                   elapsed=now - start)
+        if cooled_rungs is not None:
+            _judge_cooled(trainer, metrics, cooled_rungs, window_steps)
         due = checkpoint_every and (trainer.step % checkpoint_every == 0 or trainer.step == steps)
         if report is not None:
             report(metrics, trainer.save if due and not metrics["diverged"] else None)
@@ -383,3 +384,15 @@ def _train(trainer: Trainer, report: ReportFn | None, checkpoint_every: int) -> 
         loss_sum.zero_()
         window_start, window_steps = time.perf_counter(), 0
     return FitResult(metrics, diverged=False)
+
+
+def _judge_cooled(trainer: Trainer, metrics: dict[str, Any], rungs: CooledRungs,
+                  window: int) -> None:
+    """At a milestone's evaluation, ``val_loss`` becomes a cooled branch's (the run's own kept
+    as ``val_loss_raw``); a diverged branch reports inf but does not end the run."""
+    metrics["val_loss_raw"], metrics["cooled"] = metrics["val_loss"], False
+    if metrics["diverged"] or not rungs.due(trainer.step, window, trainer.config.train.steps):
+        return
+    metrics["val_loss"] = cooled_loss(trainer, rungs.length(trainer.step))
+    metrics["cooled"] = True
+    metrics["branch_tokens"] = trainer.branch_steps * trainer.config.tokens_per_step

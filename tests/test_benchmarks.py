@@ -177,3 +177,18 @@ def test_gpu_check_report(tmp_path, oom_status):
     verdict = "PASS" if oom_status == "infeasible" else "FAIL"
     assert f"{verdict}: the CUDA out-of-memory trial is infeasible, not retried" in text
     assert out.returncode == (0 if oom_status == "infeasible" else 1)
+
+
+def test_rung_fidelity(tmp_path):
+    record = smoke("rung_fidelity", tmp_path)
+    assert record["rungs"] == [1, 2]  # the shipped ASHA's rungs before the end of 4 steps
+    rows = {(r["schedule"], r["metric"], r["rung_step"]): r for r in record["rows"]}
+    assert set(rows) == {(s, m, k) for s in ("cosine", "wsd") for m in ("raw", "cooled")
+                         for k in (1, 2)}
+    for row in rows.values():
+        assert -1 <= row["spearman"] <= 1 and 0 <= row["top3_kept"] <= 3 and row["regret"] >= 0
+        assert 1 <= row["winner_rank"] <= 3
+    # every run branched at both rungs, one step each (at least one; 0.5 x 2), 128 tokens a step
+    assert record["branch_tokens"] == 6 * 2 * 128 and record["tokens"] == 6 * 4 * 128
+    for run in record["runs"]:
+        assert run["raw"] != run["cooled"]

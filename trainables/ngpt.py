@@ -62,9 +62,11 @@ def train_ngpt(tune_config: dict[str, Any], *, spec: CampaignSpec, threads: int 
             save(Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    # ASHA's rungs judged on cooled branches (None in the confirmation stage: no rungs there)
+    cooled = spec.cooled_rungs(config)
     error = None
     try:
-        _fit(config, report, checkpoint_every)
+        _fit(config, report, checkpoint_every, cooled)
     except Exception as err:  # the traceback (and what its frames hold) is freed on leaving
         error = out_of_memory(err)
         if error is None:
@@ -88,14 +90,15 @@ def infeasible_report(spec: CampaignSpec, config: Config, last: dict[str, Any],
             "finished": False, "diverged": False, INFEASIBLE_KEY: True, ERROR_KEY: error}
 
 
-def _fit(config: Config, report, checkpoint_every: int) -> None:
+def _fit(config: Config, report, checkpoint_every: int, cooled: Any) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        fit(config, report=report, checkpoint_every=checkpoint_every)
+        fit(config, report=report, checkpoint_every=checkpoint_every, cooled_rungs=cooled)
         return
     with contextlib.ExitStack() as stack:
         # the latest checkpoint, then (only if it cannot be read) the older ones, newest first
         older = [tune.Checkpoint(path, filesystem=checkpoint.filesystem)
                  for path in older_checkpoints(checkpoint.path, checkpoint.filesystem)]
         folders = (Path(stack.enter_context(c.as_directory())) for c in [checkpoint, *older])
-        fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every)
+        fit(config, report=report, resume_from=folders, checkpoint_every=checkpoint_every,
+            cooled_rungs=cooled)
