@@ -42,3 +42,43 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# ---- two workers (pytest-xdist, `-n 2` in pyproject.toml) without building anything twice ----
+# Each worker builds the session fixtures it needs, so tests that share a costly fixture (a
+# canonical experiment of tests/experiments.py, a module's Ray cluster or campaign) must run on
+# the same worker: they get one xdist group, the union of every costly fixture they share.
+COSTLY = {"quickstart_cli", "smoke_experiment", "asha_campaign", "grid_campaign",
+          "shipped_smoke", "smoke_ladder"}
+SAME_EXPERIMENT = {"smoke_experiment": "quickstart_cli"}  # built from the other one
+
+
+def _costly_fixtures(item: pytest.Item) -> set[str]:
+    """The session fixtures above and every module-scoped fixture ``item`` uses (by name,
+    qualified by module)."""
+    out = {SAME_EXPERIMENT.get(name, name) for name in item.fixturenames if name in COSTLY}
+    info = getattr(item, "_fixtureinfo", None)
+    for name, defs in (info.name2fixturedefs.items() if info else ()):
+        if defs and defs[-1].scope == "module":
+            out.add(f"{item.module.__name__}::{name}")
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    if not getattr(config.option, "dist", "no") or config.option.dist == "no":
+        return
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    used = {item.nodeid: _costly_fixtures(item) for item in items}
+    for keys in used.values():
+        first, *rest = sorted(keys) or [None]
+        for key in rest:
+            parent[find(key)] = find(first)
+    for item in items:
+        if used[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(find(sorted(used[item.nodeid])[0])))
