@@ -17,8 +17,10 @@ def select_candidates(search: Experiment, top_k: int) -> list[dict[str, Any]]:
     each ``{"rank", "group", "config_id", "params", "mean", "n", "config"}``; ``config`` is
     the resolved nested config of one of its trials (seed included: replace it), or ``None``
     when the trials have no ``provenance.json``."""
+    trials = search.trials
     configs = rank_configs(search.completed(), search.search_keys, search.mode == "min",
-                           column=search.metric_column)
+                           column=search.metric_column,
+                           diverged=trials[trials["status"] == "diverged"])
     out = []
     for entry in configs[:top_k]:
         if entry["mean"] is None:

@@ -45,7 +45,8 @@ def confirm_section(search: Experiment, confirmation: Experiment) -> dict[str, A
     """
     minimize = search.mode == "min"
     done = search.completed()
-    configs = rank_configs(done, search.search_keys, minimize, column=search.metric_column)
+    configs = rank_configs(done, search.search_keys, minimize, column=search.metric_column,
+                           diverged=search.trials[search.trials["status"] == "diverged"])
     runs = confirmation_runs(search, confirmation, configs)
     section = confirm_stats(runs, mode=search.mode, metric=search.metric)
     section["search_experiment"] = search.display_path

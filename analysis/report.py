@@ -50,11 +50,12 @@ def format_ranking(
     else:
         lines += ["no completed trial to rank", ""]
     configs = summary.get("ranking_by_config") or []
-    if any(c["n"] >= 2 for c in configs):
+    if any(c["n"] >= 2 or c.get("n_diverged") for c in configs):
         lines += titled_table(
-            "configurations, on the mean over seeds",
-            ["#", "configuration", "n", "mean", "std", "95% CI"],
-            [[c["rank"], c["group"], c["n"], num(c["mean"]), num(c["std"]),
+            "configurations, on diverged seeds (fewer first), then the mean over seeds",
+            ["#", "configuration", "n", "diverged", "mean", "std", "95% CI"],
+            [[c["rank"], c["group"], c["n"], c.get("n_diverged", 0), num(c["mean"]),
+              num(c["std"]),
               "-" if c["ci95"] is None else f"[{c['ci95'][0]:.4f}, {c['ci95'][1]:.4f}]"]
              for c in configs],
             limit, more=False)

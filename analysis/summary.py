@@ -59,7 +59,8 @@ def summarize(experiment: Experiment, *, confirmation: Experiment | None = None)
     minimize = exp.mode == "min"
     column = exp.metric_column  # final_val_loss, or final_train_loss for `metric: train_loss`
     done = sorted_trials(trials[trials["status"] == "completed"], minimize, column)
-    configs = rank_configs(done, exp.search_keys, minimize, column=column)
+    configs = rank_configs(done, exp.search_keys, minimize, column=column,
+                           diverged=trials[trials["status"] == "diverged"])
     best = best_configuration(exp, configs, done)
     confirm = None if confirmation is None else confirm_section(exp, confirmation)
     if best is not None and confirm is not None and confirm.get("winner"):
