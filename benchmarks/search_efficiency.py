@@ -185,6 +185,7 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
                  concurrency: int, candidate: dict) -> Log:
     from ray.tune.search.optuna import OptunaSearch
 
+    from ngpt_tune import schedulers as scheduling
     from ngpt_tune import search
     from ngpt_tune.request import build_spec
     from ngpt_tune.runner import build_tuner
@@ -195,8 +196,8 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     spec = build_spec(str(write_spec(root, name, steps=steps, cap=cap, concurrency=concurrency,
                                      searcher="random" if method == "random" else "optuna",
                                      seed=seed, scheduler=scheduler)))
-    searchers, schedulers = dict(search.SEARCHERS), dict(search.SCHEDULERS)
-    search.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
+    searchers, schedulers = dict(search.SEARCHERS), dict(scheduling.SCHEDULERS)
+    scheduling.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
     if method == "candidate" and candidate["tpe"]:
         search.SEARCHERS["optuna"] = lambda s, **kw: search._optuna(s, tpe=candidate["tpe"], **kw)
     elif method == "ray-optuna":
@@ -207,7 +208,7 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
         build_tuner(spec, storage=str(root), name=name).fit()
     finally:
         search.SEARCHERS.update(searchers)
-        search.SCHEDULERS.update(schedulers)
+        scheduling.SCHEDULERS.update(schedulers)
     return log
 
 

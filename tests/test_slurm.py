@@ -129,8 +129,9 @@ def test_the_launcher_runs_on_two_nodes_and_a_resubmission_continues(tmp_path):
         in calls
     record = json.loads((experiment / "campaign.json").read_text())
     assert record["stages"][0]["status"] == "interrupted"
-    before = {t.name for t in trial_dirs(experiment) if results(t)[-1].get("finished")} \
-        if trial_dirs(experiment) else set()
+    before = {t.name for t in trial_dirs(experiment)
+              if (t / "result.json").exists() and (rows := results(t))
+              and rows[-1].get("finished")}
 
     # the second allocation (the same script, re-submitted) continues it to its end
     env["REQUEUE"] = "0"
