@@ -46,39 +46,48 @@ def ray_session():
 
 # ---- two workers (pytest-xdist, `-n 2` in pyproject.toml) without building anything twice ----
 # Each worker builds the session fixtures it needs, so tests that share a costly fixture (a
-# canonical experiment of tests/experiments.py, a module's Ray cluster or campaign) must run on
-# the same worker: they get one xdist group, the union of every costly fixture they share.
-COSTLY = {"quickstart_cli", "smoke_experiment", "asha_campaign", "grid_campaign",
-          "shipped_smoke", "smoke_ladder"}
+# canonical experiment of tests/experiments.py, a module's Ray cluster or campaign) run on the
+# same worker: they get that fixture's xdist group (marked as each test is collected, before
+# xdist reads the marks). A test that uses several gets the first in COSTLY's order.
+COSTLY = ("smoke_ladder", "grid_campaign", "asha_campaign", "shipped_smoke", "quickstart_cli")
 SAME_EXPERIMENT = {"smoke_experiment": "quickstart_cli"}  # built from the other one
 
 
-def _costly_fixtures(item: pytest.Item) -> set[str]:
-    """The session fixtures above and every module-scoped fixture ``item`` uses (by name,
-    qualified by module)."""
-    out = {SAME_EXPERIMENT.get(name, name) for name in item.fixturenames if name in COSTLY}
+def costly_group(item: pytest.Item) -> str | None:
+    """The group of the costliest shared fixture ``item`` uses: a session fixture above, or
+    a module-scoped one (named with its module); None for none."""
+    names = {SAME_EXPERIMENT.get(name, name) for name in item.fixturenames}
+    for name in COSTLY:
+        if name in names:
+            return name
     info = getattr(item, "_fixtureinfo", None)
-    for name, defs in (info.name2fixturedefs.items() if info else ()):
+    for name, defs in sorted(info.name2fixturedefs.items()) if info else ():
         if defs and defs[-1].scope == "module":
-            out.add(f"{item.module.__name__}::{name}")
-    return out
+            return f"{item.module.__name__}::{name}"
+    return None
 
 
+def pytest_itemcollected(item):
+    group = costly_group(item)
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    if not getattr(config.option, "dist", "no") or config.option.dist == "no":
+    """xdist's ``--dist loadgroup`` reads a test's group from a ``@group`` suffix of its node id,
+    which its worker adds by setting ``item._nodeid``; pytest 9.2 keeps the id in ``item._id``,
+    so that the suffix is lost and the groups are ignored. Add it where it is missing."""
+    if not config.getvalue("loadgroup"):
         return
-    parent: dict[str, str] = {}
-
-    def find(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            key = parent[key]
-        return key
-
-    used = {item.nodeid: _costly_fixtures(item) for item in items}
-    for keys in used.values():
-        first, *rest = sorted(keys) or [None]
-        for key in rest:
-            parent[find(key)] = find(first)
     for item in items:
-        if used[item.nodeid]:
-            item.add_marker(pytest.mark.xdist_group(find(sorted(used[item.nodeid])[0])))
+        names = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group")})
+        if not names or "@" in item.nodeid:
+            continue
+        nodeid = f"{item.nodeid}@{'_'.join(names)}"
+        if hasattr(item, "_id"):
+            from _pytest.nodeid import coerce_node_id  # pytest >= 9.2
+
+            item._id = coerce_node_id(nodeid)
+        else:
+            item._nodeid = nodeid
