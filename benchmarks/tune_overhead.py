@@ -164,10 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of one trial")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="2 trials of ~2 s")
+    parser.add_argument("--smoke", action="store_true", help="2 trials of ~1 s")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.trials, args.seconds = 2, 2.0
+        args.trials, args.seconds = 2, 1.0
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     steps = calibrate(args.seconds)

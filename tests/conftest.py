@@ -49,8 +49,9 @@ def ray_session():
 # canonical experiment of tests/experiments.py, a module's Ray cluster or campaign) run on the
 # same worker: they get that fixture's xdist group (marked as each test is collected, before
 # xdist reads the marks). A test that uses several gets the first in COSTLY's order.
-COSTLY = ("smoke_ladder", "grid_campaign", "asha_campaign", "shipped_smoke", "quickstart_cli")
-SAME_EXPERIMENT = {"smoke_experiment": "quickstart_cli"}  # built from the other one
+COSTLY = ("killed_ladder", "grid_campaign", "asha_campaign", "shipped_smoke", "quickstart_cli")
+SAME_EXPERIMENT = {"smoke_experiment": "quickstart_cli",  # built from the other one
+                   "smoke_ladder": "killed_ladder"}
 
 
 def costly_group(item: pytest.Item) -> str | None:
@@ -77,9 +78,13 @@ def pytest_itemcollected(item):
 def pytest_collection_modifyitems(config, items):
     """xdist's ``--dist loadgroup`` reads a test's group from a ``@group`` suffix of its node id,
     which its worker adds by setting ``item._nodeid``; pytest 9.2 keeps the id in ``item._id``,
-    so that the suffix is lost and the groups are ignored. Add it where it is missing."""
+    so that the suffix is lost and the groups are ignored. Add it where it is missing. The
+    slow tests go first."""
     if not config.getvalue("loadgroup"):
         return
+    # the slow tests (Ray, CLI runs) first, so that the last minutes are not one worker's long
+    # test while the other waits; the same order on every worker (xdist requires it)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         names = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group")})
         if not names or "@" in item.nodeid:

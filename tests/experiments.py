@@ -11,7 +11,7 @@ MB, copied in well under a second).
 | ``asha_campaign`` | Optuna (TPE after 2 trials) + ASHA, 4 trials one at a time, one hopeless learning rate among the choices so that ASHA stops something | in this process (``ray_session``) |
 | ``grid_campaign`` | a 2 x 2 grid with ``repeats: 2`` (8 trials of 12 steps, a checkpointed report every 2, two checkpoints kept) | in this process (``ray_session``) |
 | ``shipped_smoke(name)`` | ``run search_spaces/NAME.yaml --smoke`` for the shipped specs that take their own path through Ray (tests/test_runner.py says which) | in this process (``ray_session``), once per name |
-| ``smoke_ladder`` | ``run search_spaces/ladder.yaml --smoke``: three tiny sizes, the fit, the outputs | in this process (``ray_session``) |
+| ``killed_ladder`` / ``smoke_ladder`` | ``run search_spaces/ladder.yaml --smoke``: three tiny sizes, the fit, the target search and its confirmation; killed (kill -9) in its second size and, resumed, in its target search, then resumed to its end | the CLI in subprocesses |
 """
 
 from __future__ import annotations
@@ -130,11 +130,46 @@ def shipped_smoke(ray_session, tmp_path_factory):
     return get
 
 
-# ---- (d) a smoke ladder with its target stage ------------------------------------------------
-# the shipped ladder with --smoke: its three sizes, the fit, the target search around the
-# prediction and that search's confirmation, all in one folder
-@pytest.fixture(scope="session")
-def smoke_ladder(ray_session, tmp_path_factory) -> Path:
-    from campaign_helpers import run
+# ---- (d) a smoke ladder with its target stage, killed twice on the way ------------------------
+@dataclass(frozen=True)
+class KilledLadder:
+    """The shipped ladder with --smoke through the CLI, killed (kill -9) while its second size
+    trained, resumed, killed again while its target search trained, and resumed to its end."""
 
-    return run(SPECS / "ladder.yaml", tmp_path_factory.mktemp("ladder"), "ladder", smoke=True)
+    experiment: Path
+    first_size: dict[Path, str]  # rung0's result files when the second size was killed
+    stages_at_first_kill: dict[str, str]  # stage name -> status in campaign.json then
+    second: object  # campaign_helpers.Interrupted: the resume killed in the target search,
+    # then the last resume
+
+
+@pytest.fixture(scope="session")
+def killed_ladder(tmp_path_factory) -> KilledLadder:
+    import json
+
+    from campaign_helpers import kill_and_resume, reports
+
+    def training(folder: str):
+        return lambda experiment: any(rows and not rows[-1]["finished"]
+                                      for rows in reports(experiment / folder))
+
+    def first_size(experiment: Path) -> dict[Path, str]:
+        return {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")}
+
+    root = tmp_path_factory.mktemp("ladder")
+    spec = root / "ladder.yaml"
+    spec.write_text((SPECS / "ladder.yaml").read_text())
+    experiment = root / "results" / "ladder"
+    first = kill_and_resume(spec, experiment, when=training("rung1"), run_args=("--smoke",),
+                            between=first_size, resume=False)
+    stages = {s["name"]: s["status"]
+              for s in json.loads((experiment / "campaign.json").read_text())["stages"]}
+    second = kill_and_resume(spec, experiment, when=training("target"), again=True)
+    return KilledLadder(experiment, first.between, stages, second)
+
+
+@pytest.fixture(scope="session")
+def smoke_ladder(killed_ladder) -> Path:
+    """The ladder's folder at its end: every stage done, as an uninterrupted run leaves it
+    (tests/test_ladder.py asserts that it is)."""
+    return killed_ladder.experiment

@@ -2,7 +2,8 @@
 that this module starts on the loopback address, with its dashboard, token authentication
 and 2 GPUs declared (the trials train on the CPU: `train.device: cpu`).
 
-All in one head and one test, to pay Ray's start once: three campaigns are submitted at once;
+All in one head and one test, to pay Ray's start once (it is also the test of a campaign on an
+existing cluster with token authentication, its confirmation stage included): three campaigns are submitted at once;
 one is followed to its end; one is stopped in the middle of its search and continued by a new
 job; the GPUs' shares are read from every trial's provenance afterwards. Every Ray process the
 head started is stopped by its process id (never `ray stop`, which would stop other users'
@@ -147,6 +148,9 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     for name, (alphas, concurrent, gpus) in specs.items():
         (tmp_path / f"{name}.yaml").write_text(SPEC.format(name=name, alphas=alphas,
                                                            concurrent=concurrent, gpus=gpus))
+    # the followed campaign goes on to its confirmation stage, on the cluster too
+    with (tmp_path / "whole.yaml").open("a") as f:
+        f.write("confirm: {top_k: 1, seeds: 2}\n")
 
     # token authentication is on: a client without the token is refused, in one line
     refused = job_cli("jobs", "--address", head, cwd=tmp_path, auth=False)
@@ -189,6 +193,9 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     assert "campaign whole: 2 trials (2 completed)" in followed.stdout
     assert "completed trials" in followed.stdout  # the ranking's table
     assert "ngpt-tune: job whole: SUCCEEDED" in followed.stdout
+    # the job's driver joined the cluster (not a Ray of its own), and confirmed the winner there
+    assert "Connected to Ray cluster" in followed.stdout
+    assert "confirmed winner:" in followed.stdout
     whole = storage / "whole"
     for f in ("campaign.json", "summary.json", "trials.parquet", "history.parquet",
               "report.html"):

@@ -137,7 +137,8 @@ def test_smoke_ladder_end_to_end(smoke_ladder):
 
 
 @pytest.mark.slow
-def test_resume_of_a_finished_ladder_refits_without_training(smoke_ladder, tmp_path):
+def test_resume_of_a_finished_ladder_refits_without_training(ray_session, smoke_ladder,
+                                                             tmp_path):
     """`analyze` on the ladder's folder (a copy: the shared one stays as it is) keeps its
     ladder section and every stage's ranking; `resume` of the finished ladder trains nothing
     again."""
@@ -163,31 +164,19 @@ def test_resume_of_a_finished_ladder_refits_without_training(smoke_ladder, tmp_p
 
 
 @pytest.mark.slow
-def test_a_ladder_killed_in_a_size_and_in_its_target_search_resumes_to_the_end(tmp_path):
-    """Two stage kinds killed (kill -9) and resumed through the CLI: while its second size
-    trains, then, resumed, while its target search trains. The finished size is not trained
-    again, the interrupted stages finish, and the campaign ends as an uninterrupted one does:
-    every stage done, the fit, the target search and its confirmation."""
-    from campaign_helpers import kill_and_resume, reports, trial_dirs
+def test_a_ladder_killed_in_a_size_and_in_its_target_search_resumes_to_the_end(killed_ladder):
+    """Two stage kinds killed (kill -9) and resumed through the CLI (tests/experiments.py):
+    while its second size trains, then, resumed, while its target search trains. The finished
+    size is not trained again and the interrupted stages finish; that the campaign then ends as
+    an uninterrupted one does (every stage done, the fit, the target search and its
+    confirmation) is test_smoke_ladder_end_to_end's, on the same folder."""
+    from campaign_helpers import trial_dirs
 
-    def training(folder: str):
-        return lambda experiment: any(rows and not rows[-1]["finished"]
-                                      for rows in reports(experiment / folder))
-
-    def first_size(experiment: Path) -> dict:
-        return {p: p.read_text() for p in (experiment / "rung0").glob("*/result.json")}
-
-    spec = tmp_path / "ladder.yaml"
-    spec.write_text((ROOT / "search_spaces" / "ladder.yaml").read_text())
-    experiment = tmp_path / "results" / "ladder"
-    killed = kill_and_resume(spec, experiment, when=training("rung1"), run_args=("--smoke",),
-                             between=first_size, resume=False)
-    before = killed.between
+    experiment, before, again = (killed_ladder.experiment, killed_ladder.first_size,
+                                 killed_ladder.second)
     assert before  # the first size had finished when the second was killed
-    stages = {s["name"]: s["status"]
-              for s in json.loads((experiment / "campaign.json").read_text())["stages"]}
+    stages = killed_ladder.stages_at_first_kill
     assert stages["rung0"] == "done" and stages["rung1"] in ("running", "interrupted")
-    again = kill_and_resume(spec, experiment, when=training("target"), again=True)
     said = [line for line in again.output.splitlines() if line.startswith("ngpt-tune: rung")]
     assert said[0].startswith("ngpt-tune: rung 1 (") and said[0].endswith(": resuming"), said
     assert not any(line.startswith("ngpt-tune: rung 0") for line in said)  # done: skipped
@@ -204,15 +193,3 @@ def test_a_ladder_killed_in_a_size_and_in_its_target_search_resumes_to_the_end(t
     assert len(trial_dirs(experiment / "target")) == 4
     assert len(trial_dirs(experiment / "target" / "confirm")) == 4
     assert summary["confirm"]["winner"]
-
-
-def test_target_search_and_its_spec_file_ask_the_prediction_first():
-    ladder = parse_ladder({"sizes": SIZES, "target": TARGET})
-    ranges = {"optim.lr": {"loguniform": [1e-3, 1e-2]}, "model.alpha": {"loguniform": [0.1, 0.4]}}
-    prediction = {"optim.lr": 3e-3, "model.alpha": 0.5}  # alpha beyond its range: kept inside
-    spec = target_search(parse_spec(RAW), ladder, ranges, prediction)
-    assert spec.searcher.points_to_evaluate == ({"optim.lr": 3e-3, "model.alpha": 0.4},)
-    generated = parse_spec(target_mapping(RAW, ladder, ranges, prediction=prediction))
-    assert generated.searcher.points_to_evaluate == spec.searcher.points_to_evaluate
-    grid = parse_spec({**RAW, "searcher": "random"})  # no points for a variant generator
-    assert target_search(grid, ladder, ranges, prediction).searcher.points_to_evaluate == ()
