@@ -79,7 +79,7 @@ base:
 YAML
 
 # the limits add up to 450 s: with the checks and the report, under 8 minutes
-step tests 30 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+step tests 30 "$PY" -m pytest -m gpu -q -n 0 -p no:cacheprovider tests
 step throughput_eager 60 "$PY" benchmarks/throughput.py --sizes 11x768 \
     --batch 32x128,64x1024 --variants gpt,ngpt,ngpt_k7 --compile off --repeats 3
 step throughput_compiled 120 "$PY" benchmarks/throughput.py --sizes 11x768 --batch 64x1024 \
