@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import importlib
 import shlex
 import shutil
 import tempfile
@@ -85,7 +86,7 @@ def one_line_errors(call: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(call)
     def wrapped(address: str | None, *args: Any, **kwargs: Any) -> T:
-        from ray.exceptions import AuthenticationError
+        from ray.exceptions import AuthenticationError  # Ray: only where a cluster is reached
 
         try:
             return call(address, *args, **kwargs)
@@ -194,8 +195,6 @@ def submit(address: str | None, job: Submission) -> str:
 
 
 def _package_dir(name: str) -> str:
-    import importlib
-
     return str(Path(importlib.import_module(name).__file__).parent)
 
 
