@@ -20,9 +20,9 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
+import importlib
 import logging
 import os
-import importlib
 import shlex
 import shutil
 import tempfile
