@@ -22,6 +22,12 @@ import yaml
 from ngpt_tune.errors import ConfigError, unknown_key_message
 
 BUILTIN_DATA = "builtin"
+# the built-in corpus renumbered to a small vocabulary (ngpt_tune.data.compact_ids): its 4,095
+# most frequent training tokens, every other token one shared id. A tiny model's step is then a
+# tenth of its cost with GPT-2's 50,257 logits (the tests, --smoke, the benchmarks' small runs)
+BUILTIN_COMPACT_DATA = "builtin-compact"
+COMPACT_VOCAB = 4096
+BUILTIN_CORPORA = (BUILTIN_DATA, BUILTIN_COMPACT_DATA)
 FINEWEB_HINT = (
     "get the shards with `python -m ngpt_tune download-fineweb --shards 2 --out DIR` "
     "and set data.dir (or NGPT_DATA_DIR), or run with --smoke to use the built-in corpus"
@@ -118,7 +124,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Token shards. ``dir: builtin`` is the Python documentation corpus shipped with CPython."""
+    """Token shards. ``dir: builtin`` is the Python documentation corpus shipped with CPython
+    (``builtin-compact``: the same in a vocabulary of ``COMPACT_VOCAB`` ids)."""
 
     dir: str = BUILTIN_DATA
     train_pattern: str = "fineweb_train_*.bin"
@@ -135,7 +142,7 @@ class DataConfig:
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ConfigError(f"batch_size {self.batch_size} is not a multiple of "
                               f"micro_batch_size {self.micro_batch_size}", key="micro_batch_size")
-        if self.dir != BUILTIN_DATA:
+        if self.dir not in BUILTIN_CORPORA:
             path = Path(self.dir)
             if not path.is_absolute():
                 object.__setattr__(self, "dir", str(path.resolve()))
@@ -170,6 +177,11 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.dir == BUILTIN_COMPACT_DATA and self.model.vocab_size < COMPACT_VOCAB:
+            raise ConfigError(f"is {self.model.vocab_size}: data.dir {BUILTIN_COMPACT_DATA} has "
+                              f"{COMPACT_VOCAB} token ids", key="model.vocab_size")
 
     @property
     def tokens_per_step(self) -> int:

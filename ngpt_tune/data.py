@@ -1,19 +1,14 @@
-"""Token shards in modded-nanogpt's FineWeb10B format, and the batches a run trains on.
+"""The token shards a run trains on, and its batches.
 
-A shard is a header of 256 little-endian int32 (``[MAGIC, VERSION, n_tokens, 0, ...]``)
-followed by ``n_tokens`` uint16 GPT-2 ids. Shards are memory-mapped, never read whole.
-
-:func:`resolve_shards` finds and checks a run's shards; :class:`TokenLoader` streams training
-batches through them in order; :func:`val_batches` cuts the fixed validation set.
-``data.dir: builtin`` is a small corpus made from CPython's own documentation
-(:func:`builtin_corpus_dir`), so that a smoke run needs no download.
+:func:`resolve_shards` finds and checks a run's shards (``ngpt_tune.shards``: the file format;
+``data.dir: builtin`` and ``builtin-compact``: ``ngpt_tune.builtin_corpus``);
+:class:`TokenLoader` streams training batches through them in order; :func:`val_batches` cuts
+the fixed validation set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,102 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ngpt_tune.config import BUILTIN_DATA, FINEWEB_HINT, DataConfig
+from ngpt_tune.builtin_corpus import builtin_corpus_dir
+from ngpt_tune.config import BUILTIN_COMPACT_DATA, BUILTIN_CORPORA, FINEWEB_HINT, DataConfig
 from ngpt_tune.errors import DataError
-from ngpt_tune.files import atomic_write
-from ngpt_tune.tokenizer import RANKS_SHA256, encode_documents
-
-MAGIC = 20240520
-VERSION = 1
-HEADER_INTS = 256
-HEADER_BYTES = HEADER_INTS * 4
-MAX_SHARD_TOKENS = 2**31 - 1  # the count is an int32
-CACHE_ENV = "NGPT_TUNE_CACHE"
-BUILTIN_VAL_FRACTION = 0.1  # share of documents (the last ones) held out for validation
-BUILTIN_MIN_VAL_TOKENS = 8192
-_BUILTIN_LAYOUT = 1  # bump when the built-in corpus recipe changes
-
-
-# --------------------------------------------------------------------------- shard files
-
-
-def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
-    """Write ``tokens`` as one shard, atomically (a temp file, then ``os.replace``).
-
-    Args:
-        path: the shard to write; its folder must exist.
-        tokens: a 1-D array of ids in ``[0, 65535]``.
-
-    Raises:
-        DataError: the tokens are not 1-D, do not fit uint16, or are too many for one shard.
-    """
-    path = Path(path).absolute()
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1:
-        raise DataError(f"{path}: tokens must be a 1-D array, got shape {tokens.shape}")
-    if len(tokens) > MAX_SHARD_TOKENS:
-        raise DataError(f"{path}: {len(tokens)} tokens exceed one shard's {MAX_SHARD_TOKENS}")
-    if tokens.dtype != np.uint16:
-        if len(tokens) and (tokens.min() < 0 or tokens.max() > np.iinfo(np.uint16).max):
-            raise DataError(f"{path}: token ids must fit uint16 (0..65535)")
-        tokens = tokens.astype(np.uint16)
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:3] = (MAGIC, VERSION, len(tokens))
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(tokens.astype("<u2", copy=False).tobytes())
-
-    atomic_write(path, write)
-
-
-def read_header(path: str | os.PathLike) -> int:
-    """Check a shard's header and size without reading its tokens; return its token count.
-
-    Raises:
-        DataError: missing or unreadable file, wrong magic or version, or a size that does not
-            match the count (a truncated download, say). The message names the file.
-    """
-    path = Path(path).absolute()
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(HEADER_BYTES)
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    if len(raw) < HEADER_BYTES:
-        raise DataError(
-            f"{path}: {size} bytes, too short for the {HEADER_BYTES}-byte header; "
-            "not a modded-nanogpt token shard"
-        )
-    magic, version, count = (int(v) for v in np.frombuffer(raw, dtype="<i4", count=3))
-    if magic != MAGIC:
-        raise DataError(
-            f"{path}: wrong magic number {magic} (expected {MAGIC}); "
-            "not a modded-nanogpt token shard"
-        )
-    if version != VERSION:
-        raise DataError(f"{path}: unsupported shard version {version} (expected {VERSION})")
-    if count < 0:
-        raise DataError(f"{path}: negative token count {count} in the header")
-    expected = HEADER_BYTES + 2 * count
-    if size != expected:
-        what = "truncated" if size < expected else "has trailing bytes"
-        raise DataError(
-            f"{path}: {what}: expected {expected} bytes ({HEADER_BYTES}-byte header + "
-            f"2 x {count} tokens), found {size}"
-        )
-    return count
-
-
-def read_shard(path: str | os.PathLike) -> np.ndarray:
-    """The tokens of a shard as a read-only, memory-mapped uint16 array (validated first)."""
-    path = Path(path).absolute()
-    count = read_header(path)
-    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(count,))
-
+from ngpt_tune.shards import read_header, read_shard
 
 # --------------------------------------------------------------------------- finding shards
 
@@ -124,14 +27,16 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
 def resolve_shards(data: DataConfig) -> tuple[list[Path], list[Path]]:
     """The run's ``(train_files, val_files)``: sorted, absolute, every header checked.
 
-    ``data.dir == "builtin"`` builds (once) and uses the built-in corpus; any other folder is
+    ``data.dir`` ``builtin`` or ``builtin-compact`` builds (once) and uses the built-in corpus
+    (in GPT-2's vocabulary or the compact one); any other folder is
     globbed with ``data.train_pattern`` and ``data.val_pattern``.
 
     Raises:
         DataError: a missing folder, a pattern matching nothing, a file matching both
             patterns, or a corrupt shard.
     """
-    folder = builtin_corpus_dir() if data.dir == BUILTIN_DATA else Path(data.dir)
+    folder = (builtin_corpus_dir(compact=data.dir == BUILTIN_COMPACT_DATA)
+              if data.dir in BUILTIN_CORPORA else Path(data.dir))
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise DataError(f"{folder}: data folder does not exist; {FINEWEB_HINT}")
@@ -310,70 +215,3 @@ def val_batches(
     x = stream[:-1].view(rows, block_size)
     y = stream[1:].view(rows, block_size)
     return [(xb.clone(), yb.clone()) for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
-
-
-# --------------------------------------------------------------------------- built-in corpus
-
-
-def builtin_corpus_dir() -> Path:
-    """The folder of the built-in corpus, made on first use (~139K tokens of CPython docs).
-
-    The corpus is the text of ``pydoc_data.topics.topics`` (the reference-manual topics that
-    ``help()`` shows), each topic preceded by EOT, sorted by name; the last ~10% of topics
-    (at least 8192 tokens) are the val split. It lives in ``$NGPT_TUNE_CACHE/builtin-<hash>``
-    (default cache ``~/.cache/ngpt_tune``), the hash covering the Python version and tokenizer.
-    Concurrent first uses are safe: each writes whole files and renames them into place.
-
-    Raises:
-        DataError: the cache folder cannot be created or written.
-    """
-    folder = _cache_root() / f"builtin-{_builtin_key()}"
-    train = folder / "fineweb_train_000000.bin"
-    val = folder / "fineweb_val_000000.bin"
-    if is_valid_shard(train) and is_valid_shard(val):
-        return folder
-    train_tokens, val_tokens = builtin_corpus_tokens()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_shard(train, train_tokens)
-        write_shard(val, val_tokens)
-    except OSError as err:
-        raise DataError(
-            f"{folder}: cannot write the built-in corpus ({err.strerror or err}); "
-            f"set {CACHE_ENV} to a writable folder"
-        ) from None
-    return folder
-
-
-def builtin_corpus_tokens() -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize the built-in corpus: ``(train, val)`` uint16 arrays, documents EOT-prefixed."""
-    from pydoc_data.topics import topics  # the stdlib's copy of the reference-manual topics
-
-    docs = encode_documents([topics[name] for name in sorted(topics)])
-    n_val = max(1, round(BUILTIN_VAL_FRACTION * len(docs)))
-    while n_val < len(docs) - 1 and sum(map(len, docs[-n_val:])) < BUILTIN_MIN_VAL_TOKENS:
-        n_val += 1
-    return np.concatenate(docs[:-n_val]), np.concatenate(docs[-n_val:])
-
-
-def _cache_root() -> Path:
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "ngpt_tune"
-    )
-    return Path(root).expanduser().resolve()
-
-
-def _builtin_key() -> str:
-    recipe = f"{platform.python_version()}|{RANKS_SHA256}|{_BUILTIN_LAYOUT}"
-    return hashlib.sha256(recipe.encode()).hexdigest()[:10]
-
-
-def is_valid_shard(path: Path) -> bool:
-    """Whether ``path`` is a file with a readable shard header."""
-    if not path.is_file():
-        return False
-    try:
-        read_header(path)
-    except DataError:
-        return False
-    return True

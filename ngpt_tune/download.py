@@ -10,8 +10,8 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-from ngpt_tune.data import is_valid_shard, read_header
 from ngpt_tune.errors import ConfigError, DataError, first_sentence
+from ngpt_tune.shards import is_valid_shard, read_header
 
 REPO_ID = "kjj0/fineweb10B-gpt2"
 MAX_TRAIN_SHARDS = 103  # the whole FineWeb10B

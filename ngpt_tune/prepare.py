@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ngpt_tune.data import MAX_SHARD_TOKENS, write_shard
 from ngpt_tune.errors import ConfigError, DataError, first_sentence
+from ngpt_tune.shards import MAX_SHARD_TOKENS, write_shard
 from ngpt_tune.tokenizer import encode_documents
 
 if TYPE_CHECKING:

@@ -13,16 +13,19 @@ from typing import Any
 
 import yaml
 
-from ngpt_tune.config import BUILTIN_DATA, Config, nest_dotted
+from ngpt_tune.config import BUILTIN_COMPACT_DATA, COMPACT_VOCAB, Config, nest_dotted
 from ngpt_tune.errors import ConfigError
 
-_TINY_MODEL = {"model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 32}
+# the built-in corpus in its compact vocabulary: GPT-2's 50,257 logits would be nine tenths of
+# a tiny model's step
+_TINY_MODEL = {"model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 32,
+               "model.vocab_size": COMPACT_VOCAB}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # one layer on the built-in corpus: a step takes milliseconds on one CPU core (tests, benchmarks)
-    "tiny": {**_TINY_MODEL, "data.dir": BUILTIN_DATA, "data.batch_size": 4},
+    "tiny": {**_TINY_MODEL, "data.dir": BUILTIN_COMPACT_DATA, "data.batch_size": 4},
     # --smoke: forced on every trial of a shrunk campaign (ngpt_tune.smoke); two layers
-    "smoke": {"data.dir": BUILTIN_DATA, "data.batch_size": 4, "data.micro_batch_size": 0,
+    "smoke": {"data.dir": BUILTIN_COMPACT_DATA, "data.batch_size": 4, "data.micro_batch_size": 0,
               "data.val_tokens": 1024,
               "train.steps": 24, "train.eval_every": 6, "train.device": "cpu",
               "train.compile": "off", **_TINY_MODEL, "model.n_layer": 2},

@@ -30,7 +30,7 @@ import yaml
 
 from ngpt_tune import asha
 from ngpt_tune.config import (
-    BUILTIN_DATA,
+    BUILTIN_CORPORA,
     Config,
     TrainConfig,
     _coerce,
@@ -240,7 +240,7 @@ class CampaignSpec:
         for prefix, values in self.arms(searched="data."):
             try:
                 data = self.resolve(values).data
-                if data.dir == BUILTIN_DATA or data in checked:
+                if data.dir in BUILTIN_CORPORA or data in checked:
                     continue
                 checked.add(data)
                 resolve_shards(data)

@@ -80,7 +80,7 @@ def pytest_collection_modifyitems(config, items):
     which its worker adds by setting ``item._nodeid``; pytest 9.2 keeps the id in ``item._id``,
     so that the suffix is lost and the groups are ignored. Add it where it is missing. The
     slow tests go first."""
-    if not config.getvalue("loadgroup"):
+    if not getattr(config.option, "loadgroup", False):  # set by xdist when it distributes
         return
     # the slow tests (Ray, CLI runs) first, so that the last minutes are not one worker's long
     # test while the other waits; the same order on every worker (xdist requires it)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ngpt_tune.data import write_shard
 from ngpt_tune.presets import preset_yaml
+from ngpt_tune.shards import write_shard
 
 GOOD = """\
 name: t
@@ -109,13 +109,13 @@ def test_bad_data_folder_is_one_line(tmp_path, problem, needles):
         folder.mkdir()
     elif problem != "missing":
         shards(folder, corrupt=problem)
-    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {folder}"))
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin-compact", f"dir: {folder}"))
     assert_one_line_error(cli("validate", str(path)), str(path), *needles)
 
 
 def test_good_data_folder_validates(tmp_path):
     folder = shards(tmp_path / "shards")
-    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {folder}"))
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin-compact", f"dir: {folder}"))
     out = cli("validate", str(path))
     assert out.returncode == 0, out.stderr
     assert "trials  1" in out.stdout and f"data {folder}" in out.stdout
@@ -158,7 +158,7 @@ def test_prepare_data_then_validate_a_spec_on_it(tmp_path):
         "fineweb_train_000001.bin", "fineweb_val_000000.bin"]
     again = cli("prepare-data", str(docs), str(more), "--out", str(tmp_path / "shards"))
     assert_one_line_error(again, "shards")  # never overwrites silently
-    path = spec_file(tmp_path, GOOD.replace("dir: builtin", f"dir: {tmp_path / 'shards'}"))
+    path = spec_file(tmp_path, GOOD.replace("dir: builtin-compact", f"dir: {tmp_path / 'shards'}"))
     assert cli("validate", str(path)).returncode == 0
 
 

@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from ngpt_tune.config import DataConfig
-from ngpt_tune.data import (
+from ngpt_tune.builtin_corpus import builtin_corpus_dir, compact_ids
+from ngpt_tune.config import BUILTIN_COMPACT_DATA, COMPACT_VOCAB, Config, DataConfig
+from ngpt_tune.data import TokenLoader, resolve_shards, val_batches
+from ngpt_tune.errors import ConfigError, DataError
+from ngpt_tune.shards import (
     HEADER_BYTES,
     HEADER_INTS,
     MAGIC,
     VERSION,
-    TokenLoader,
-    builtin_corpus_dir,
     read_header,
     read_shard,
-    resolve_shards,
-    val_batches,
     write_shard,
 )
-from ngpt_tune.errors import DataError
 from ngpt_tune.tokenizer import EOT, gpt2_encoding
 
 
@@ -291,6 +289,35 @@ def test_resolve_builtin(builtin_dir, monkeypatch):
     assert [p.parent for p in train + val] == [builtin_dir, builtin_dir]
     loader = TokenLoader(train, batch_size=4, block_size=32, seed=0)
     assert loader.next_batch()[0].max() < 50257
+
+
+def test_compact_ids_keep_the_most_frequent_tokens_and_fold_the_rest():
+    train = np.array([7, 7, 7, 3, 3, 9, 9, 1], dtype=np.uint16)  # 9 and 3 tie: the lower id first
+    val = np.array([7, 3, 1, 500], dtype=np.uint16)  # 500 is not in training
+    small_train, small_val = compact_ids(train, val, vocab=4)
+    assert small_train.tolist() == [0, 0, 0, 1, 1, 2, 2, 3]
+    assert small_val.tolist() == [0, 1, 3, 3] and small_val.dtype == np.uint16
+
+
+def test_builtin_compact_is_the_same_text_in_4096_ids(builtin_dir, monkeypatch):
+    monkeypatch.setenv("NGPT_TUNE_CACHE", str(builtin_dir.parent))
+    compact = builtin_corpus_dir(compact=True)
+    assert compact != builtin_dir and compact.parent == builtin_dir.parent
+    train, val = resolve_shards(DataConfig(dir=BUILTIN_COMPACT_DATA))
+    assert [p.parent for p in train + val] == [compact, compact]
+    full, small = read_shard(builtin_dir / "fineweb_train_000000.bin"), read_shard(train[0])
+    assert len(small) == len(full) and small.max() == COMPACT_VOCAB - 1
+    folded = small == COMPACT_VOCAB - 1
+    assert 0.005 < folded.mean() < 0.01  # 99.3% of the tokens keep their identity
+    # the same text: a kept token always stands for the same GPT-2 token
+    pairs = np.unique(np.stack([small[~folded], full[~folded]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1] == COMPACT_VOCAB - 1
+
+
+def test_a_model_too_small_for_the_compact_corpus_is_one_line():
+    with pytest.raises(ConfigError, match="key 'model.vocab_size': is 1000: data.dir "
+                                          "builtin-compact has 4096 token ids"):
+        Config.from_dict({"data": {"dir": BUILTIN_COMPACT_DATA}, "model": {"vocab_size": 1000}})
 
 
 @pytest.mark.gpu

@@ -10,9 +10,9 @@ import huggingface_hub
 import numpy as np
 import pytest
 
-from ngpt_tune.data import write_shard
 from ngpt_tune.download import REPO_ID, download_fineweb, fineweb_filenames
 from ngpt_tune.errors import ConfigError, DataError
+from ngpt_tune.shards import write_shard
 
 
 def test_filenames():

@@ -8,9 +8,9 @@ import stat
 import numpy as np
 import pytest
 
-from ngpt_tune.data import read_shard, write_shard
 from ngpt_tune.files import atomic_write, is_remote, local_path
 from ngpt_tune.runner import resolve_storage
+from ngpt_tune.shards import read_shard, write_shard
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -44,6 +45,9 @@ checkpoint: {{every: 0, keep: 2}}
                            "optim.lr": 1.0e-2}, under="base").replace("{", "{{").replace("}", "}}")
 
 
+TOKEN_FILE = Path(tempfile.gettempdir()) / f"ngpt-tune-test-token-{os.getpid()}"
+
+
 def free_port() -> int:
     import socket
 
@@ -59,7 +63,11 @@ def head():
     upload: the head's environment has no PYTHONPATH."""
     port, dashboard = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # a short path: Ray's socket names
+    # the cluster's token in a file of the test's own (not ~/.ray/auth_token, which would turn
+    # token authentication on for every later local Ray instance on this machine)
+    TOKEN_FILE.write_text(secrets.token_hex(32))
     env = {**{k: v for k, v in ENV.items() if k != "PYTHONPATH"}, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV['PATH']}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
@@ -86,6 +94,7 @@ def head():
         yield url
     finally:
         stop_tree(proc)
+        TOKEN_FILE.unlink(missing_ok=True)
 
 
 def stop_tree(proc: subprocess.Popen) -> None:
@@ -105,8 +114,10 @@ def stop_tree(proc: subprocess.Popen) -> None:
 
 def job_cli(*args: str, cwd: Path, auth: bool = True) -> subprocess.CompletedProcess:
     """The CLI as a user on another machine runs it: no RAY_AUTH_MODE set (the token is found
-    in ~/.ray/auth_token), or ``auth=False``: token authentication turned off here."""
-    env = {k: v for k, v in ENV.items() if k != "RAY_AUTH_MODE"}
+    in the file at RAY_AUTH_TOKEN_PATH), or ``auth=False``: token authentication turned off
+    here."""
+    env = {k: v for k, v in ENV.items() if k != "RAY_AUTH_MODE"} | {
+        "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)}
     if not auth:
         env["RAY_AUTH_MODE"] = "disabled"
     return cli(*args, cwd=cwd, env=env, timeout=300)
@@ -157,9 +168,10 @@ def test_campaigns_as_ray_jobs(head, tmp_path):
     assert refused.returncode == 2 and "refused the request" in refused.stderr
     assert "auth_token" in refused.stderr and refused.stderr.count("\n") == 1
 
-    for name in specs:
+    for name in specs:  # the stopped one long enough to be stopped before its third trial ends
+        steps = 120 if name == "stopped" else 12
         out = job_cli("submit", f"{name}.yaml", "--storage", storage, "--name", name,
-                      "--address", head, "--set", "train.steps=12", "train.eval_every=6",
+                      "--address", head, "--set", f"train.steps={steps}", "train.eval_every=6",
                       cwd=tmp_path)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"submitted job {name} to {head}" in out.stdout

@@ -15,7 +15,8 @@ MAX_LINES = 400
 # lowest first; a module may import from its own layer and the ones before it
 LAYERS = {
     "core": ["ngpt_tune", "ngpt_tune.config", "ngpt_tune.model", "ngpt_tune.optim",
-             "ngpt_tune.data", "ngpt_tune.tokenizer", "ngpt_tune.prepare",
+             "ngpt_tune.data", "ngpt_tune.shards", "ngpt_tune.builtin_corpus",
+             "ngpt_tune.tokenizer", "ngpt_tune.prepare",
              "ngpt_tune.download", "ngpt_tune.train", "ngpt_tune.compiling", "ngpt_tune.flops",
              "ngpt_tune.files", "ngpt_tune.errors", "ngpt_tune.provenance",
              "ngpt_tune.checkpoints", "ngpt_tune.memory",

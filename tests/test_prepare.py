@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ngpt_tune.config import DataConfig
-from ngpt_tune.data import read_shard, resolve_shards
+from ngpt_tune.data import resolve_shards
 from ngpt_tune.errors import ConfigError, DataError
 from ngpt_tune.prepare import PrepareSummary, prepare_data
+from ngpt_tune.shards import read_shard
 from ngpt_tune.tokenizer import EOT, gpt2_encoding
 
 TEXTS = [f"Document number {i}: the sphere is where nGPT lives. " * (i + 1) for i in range(12)]

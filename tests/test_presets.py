@@ -13,7 +13,8 @@ from ngpt_tune.presets import PRESETS, preset, preset_config, preset_yaml
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_is_a_valid_config_and_its_yaml_reads_back(name):
     config = preset_config(name)
-    assert config.data.dir == "builtin" and config.model.n_embd == 32
+    assert config.data.dir == "builtin-compact" and config.model.vocab_size == 4096
+    assert config.model.n_embd == 32
     assert Config.from_dict(yaml.safe_load(preset_yaml(name))) == config
     assert Config.from_dict(yaml.safe_load(preset_yaml(name, under="base"))["base"]) == config
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
 
-from ngpt_tune.data import write_shard
 from ngpt_tune.request import RunRequest, build_spec
 from ngpt_tune.runner import RunOptions, ray_init_kwargs
+from ngpt_tune.shards import write_shard
 
 pytestmark = pytest.mark.slow
 

@@ -135,7 +135,7 @@ def test_a_campaign_killed_mid_trial_resumes_to_the_uninterrupted_outcome(ray_se
 
     killed = kill_and_resume(spec_path, tmp_path / "killed" / "exp",
                              when=third_trial_before_its_rung, between=folder_reports)
-    assert sum(r[-1]["step"] < 60 for r in killed.between) == 1, (
+    assert sum(not r or r[-1]["step"] < 60 for r in killed.between) == 1, (
         "the kill came after the rung: the scenario did not happen")
     experiment = killed.experiment
     assert _outcome(experiment) == reference

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ngpt_tune.config import BUILTIN_DATA, Config, flatten_dotted
-from ngpt_tune.data import write_shard
+from ngpt_tune.config import BUILTIN_COMPACT_DATA, Config, flatten_dotted
 from ngpt_tune.request import build_spec
+from ngpt_tune.shards import write_shard
 from ngpt_tune.smoke import SMOKE_MAX_TRIALS, SMOKE_MODEL
 from ngpt_tune.spec import VARIANT_KEY, CampaignSpec
 
@@ -84,7 +84,7 @@ def test_smoke_version_is_cpu_sized(path, monkeypatch):
     assert 1 <= spec.trial_count() <= SMOKE_MAX_TRIALS
     assert spec.resources.gpus_per_trial == 0
     for config in [spec.base_config, *arms(spec).values()]:  # the variants are shrunk too
-        assert config.data.dir == BUILTIN_DATA and config.train.device == "cpu"
+        assert config.data.dir == BUILTIN_COMPACT_DATA and config.train.device == "cpu"
         assert config.model.n_embd == SMOKE_MODEL["n_embd"]
         assert config.model.n_layer == SMOKE_MODEL["n_layer"]
         assert config.train.steps <= 50
@@ -106,7 +106,7 @@ def test_smoke_version_validates_and_every_searched_value_resolves(path, monkeyp
     for variant in list(spec.variants) or [None]:
         for point in points:
             config = spec.resolve({**point, VARIANT_KEY: variant} if variant else point)
-            assert config.train.device == "cpu" and config.data.dir == BUILTIN_DATA
+            assert config.train.device == "cpu" and config.data.dir == BUILTIN_COMPACT_DATA
             assert config.model.n_embd == SMOKE_MODEL["n_embd"]
 
 
@@ -235,7 +235,7 @@ def test_metric_and_mode_are_checked_and_kept():
     from ngpt_tune.spec import parse_spec
 
     raw = {"name": "m", "search": {"model.alpha": {"uniform": [0.05, 0.3]}},
-           "base": {"data": {"dir": BUILTIN_DATA}}}
+           "base": {"data": {"dir": BUILTIN_COMPACT_DATA}}}
     spec = parse_spec({**raw, "metric": "train_loss", "mode": "max"})
     assert (spec.metric, spec.mode) == ("train_loss", "max")
     assert (parse_spec(raw).metric, parse_spec(raw).mode) == ("val_loss", "min")  # defaults
@@ -252,7 +252,7 @@ def test_asha_brackets_must_fit_between_grace_period_and_max_t():
     from ngpt_tune.spec import parse_spec
 
     raw = {"name": "b", "search": {"model.alpha": {"uniform": [0.05, 0.3]}},
-           "base": {"data": {"dir": BUILTIN_DATA}, "train": {"steps": 90}}}
+           "base": {"data": {"dir": BUILTIN_COMPACT_DATA}, "train": {"steps": 90}}}
     scheduler = {"time_attr": "step", "grace_period": 10, "reduction_factor": 3}  # 10, 30, 90
     assert parse_spec({**raw, "scheduler": {**scheduler, "brackets": 3}}).scheduler.brackets == 3
     assert parse_spec(raw).scheduler.brackets == 1
