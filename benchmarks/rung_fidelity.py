@@ -41,13 +41,14 @@ from scipy.stats import spearmanr
 
 from ngpt_tune.asha import rung_budgets
 from ngpt_tune.config import Config, nest_dotted
-from ngpt_tune.presets import preset
+from ngpt_tune.presets import gpt2_vocabulary, preset
 from ngpt_tune.provenance import git_commit
 
 ALPHA = (0.02, 1.0)  # search_efficiency.py's ranges
 LR = (1e-3, 0.2)
 SCHEDULES = ("cosine", "wsd")
-BASE = preset("tiny", {"data.val_tokens": 512, "train.device": "cpu", "train.threads": 1})
+BASE = gpt2_vocabulary(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
+                                       "train.threads": 1}))
 REDUCTION_FACTOR = 2.0  # the shipped ASHA (SchedulerSpec's default), grace auto = max_t / rf**2
 
 

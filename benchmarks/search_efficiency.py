@@ -47,14 +47,14 @@ import yaml
 from search_scores import merge, print_table, summarise  # benchmarks/search_scores.py
 
 from ngpt_tune.config import nest_dotted
-from ngpt_tune.presets import preset
+from ngpt_tune.presets import gpt2_vocabulary, preset
 from ngpt_tune.provenance import git_commit
 
 ALPHA = (0.02, 1.0)  # loguniform
 LR = (1e-3, 0.2)  # loguniform
 SCHEDULES = ["cosine", "constant"]
-BASE = nest_dotted(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
-                                   "train.threads": 1}))
+BASE = nest_dotted(gpt2_vocabulary(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
+                                                   "train.threads": 1})))
 STARTUP = 6  # TPE's random start-up trials, the same for every TPE method
 RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random")
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import psutil
 
 from ngpt_tune.config import nest_dotted
-from ngpt_tune.presets import preset
+from ngpt_tune.presets import gpt2_vocabulary, preset
 
-BASE = nest_dotted(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
-                                   "train.threads": 1}))
+BASE = nest_dotted(gpt2_vocabulary(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
+                                                   "train.threads": 1})))
 
 
 def config_dict(steps: int, seed: int) -> dict:

@@ -121,25 +121,31 @@ def test_a_smoke_campaign_goes_on_to_its_confirmation(shipped_smoke):
     # search_spaces/gated.yaml --smoke: confirm: {top_k: 3, seeds: 3, baseline: {variant:
     # batch32}}, shrunk to the top 2 x 2 seeds, plus the baseline
     experiment = shipped_smoke("gated")
-
-    section = _check_section(experiment, arms=3, seeds=2)
+    # the top 2 of the search's completed configurations (ASHA, two trials at a time, lets one
+    # or two of the four complete), plus the baseline
+    summary = json.loads((experiment / "summary.json").read_text())
+    top = min(2, len(summary["ranking_by_config"]))
+    assert top >= 1
+    section = _check_section(experiment, arms=top + 1, seeds=2)
     assert [a["role"] for a in section["arms"]].count("baseline") == 1
     record = json.loads((experiment / "campaign.json").read_text())
     assert [(s["name"], s["kind"], s["folder"], s["status"]) for s in record["stages"]] == [
         ("search", "search", ".", "done"), ("confirm", "confirmation", CONFIRM_DIR, "done")]
     assert record["stages"][1]["plan"]["seeds"] and record["stages"][1]["of"] == "search"
     stage = json.loads((experiment / CONFIRM_DIR / "campaign.json").read_text())
-    assert stage["stage"] == "confirm" and stage["trial_count"] == 6
+    assert stage["stage"] == "confirm" and stage["trial_count"] == 2 * (top + 1)
     trials = _confirm_trials(experiment)
-    assert len(trials) == 6 and all(t["reports"][-1]["finished"] for t in trials)
+    assert len(trials) == 2 * (top + 1) and all(t["reports"][-1]["finished"] for t in trials)
     assert all(t["reports"][-1]["step"] == 24 for t in trials)  # the full budget
 
 
 @pytest.mark.slow
-def test_confirm_on_an_experiment_that_had_no_confirmation(ray_session, smoke_experiment,
+def test_confirm_on_an_experiment_that_had_no_confirmation(ray_session, asha_campaign,
                                                            tmp_path, capsys):
+    # Optuna + ASHA one trial at a time: which trials complete does not hang on timing (in the
+    # quickstart's smoke run, two at a time, one or two of its four do)
     experiment = tmp_path / "older"
-    shutil.copytree(smoke_experiment, experiment)
+    shutil.copytree(asha_campaign, experiment)
     for name in ("summary.json", "best_config.yaml", "search_best_config.yaml"):
         (experiment / name).unlink(missing_ok=True)
     shutil.rmtree(experiment / CONFIRM_DIR, ignore_errors=True)

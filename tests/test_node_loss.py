@@ -130,8 +130,9 @@ search:
   model.alpha: {grid: [0.1]}
 searcher: grid
 scheduler: fifo
-checkpoint: {every: 20, keep: 3}
-""", steps=200, eval_every=20)
+checkpoint: {every: 100, keep: 3}
+""", steps=1000, eval_every=100)  # the resumed run long enough (seconds) for Ray to forward
+    # its worker's log line to the terminal before the driver exits
 
     def two_checkpoints(experiment: Path) -> bool:
         return any(len(results(t)) >= 2 for t in experiment.glob("trial_*")
@@ -163,5 +164,5 @@ checkpoint: {every: 20, keep: 3}
     after = results(trial)
     resumed = after[len(before)]  # the first report after the resume
     assert resumed["iterations_since_restore"] == 1
-    assert resumed["step"] == before[-2]["step"] + 20  # continued from the previous checkpoint
-    assert after[-1]["finished"] and after[-1]["step"] == 200
+    assert resumed["step"] == before[-2]["step"] + 100  # continued from the previous checkpoint
+    assert after[-1]["finished"] and after[-1]["step"] == 1000

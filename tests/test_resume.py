@@ -102,13 +102,13 @@ def test_a_new_experiment_replays_nothing(tmp_path):
 
 # ---- end to end: the CLI killed with kill -9, then `resume` ------------------------------
 # three learning rates, one at a time, in grid order; the hopeless one comes last, so ASHA
-# stops it at the rung at step 60 by comparing it with the two before it
+# stops it at the rung at step 120 by comparing it with the two before it
 KILLED_SPEC = """
 name: resume-asha
 search:
   optim.lr: {grid: [2.0e-2, 1.0e-2, 1.0e-5]}
 searcher: grid
-scheduler: {name: asha, time_attr: step, grace_period: 60, reduction_factor: 2}
+scheduler: {name: asha, time_attr: step, grace_period: 120, reduction_factor: 2}
 max_concurrent_trials: 1
 """
 
@@ -123,19 +123,19 @@ def _outcome(experiment: Path) -> dict[float, tuple[str, int]]:
 
 @pytest.mark.slow
 def test_a_campaign_killed_mid_trial_resumes_to_the_uninterrupted_outcome(ray_session, tmp_path):
-    spec_path = write_spec(tmp_path, KILLED_SPEC, steps=120, eval_every=10)  # one rung, at 60
+    spec_path = write_spec(tmp_path, KILLED_SPEC, steps=240, eval_every=20)  # one rung, at 120
     reference = _outcome(run(spec_path, tmp_path / "reference", "exp"))
-    assert reference[1.0e-5] == ("stopped", 60)  # what makes this test discriminate
+    assert reference[1.0e-5] == ("stopped", 120)  # what makes this test discriminate
 
     def third_trial_before_its_rung(experiment: Path) -> bool:
-        # two trials ended at or past the rung at step 60; the third has reported twice
+        # two trials ended at or past the rung at step 120; the third has reported twice
         rows = folder_reports(experiment)
-        return len(rows) == 3 and all(rows) and sorted(len(r) >= 2 and r[-1]["step"] < 60
+        return len(rows) == 3 and all(rows) and sorted(len(r) >= 2 and r[-1]["step"] < 120
                                                        for r in rows) == [False, False, True]
 
     killed = kill_and_resume(spec_path, tmp_path / "killed" / "exp",
                              when=third_trial_before_its_rung, between=folder_reports)
-    assert sum(not r or r[-1]["step"] < 60 for r in killed.between) == 1, (
+    assert sum(not r or r[-1]["step"] < 120 for r in killed.between) == 1, (
         "the kill came after the rung: the scenario did not happen")
     experiment = killed.experiment
     assert _outcome(experiment) == reference
@@ -187,7 +187,7 @@ def test_killed_optuna_campaign_resumes_its_trials_and_the_same_study(tmp_path):
     one continues from its last checkpoint, and the Optuna study is the same one: one Optuna
     trial per Ray trial (plus any asked just before the kill, told FAIL), none told twice,
     finished ones COMPLETE with their final val_loss."""
-    spec_path = write_spec(tmp_path, OPTUNA_SPEC, steps=60, eval_every=10)
+    spec_path = write_spec(tmp_path, OPTUNA_SPEC, steps=120, eval_every=20)
 
     def first_finished_and_second_half_done(experiment: Path) -> bool:
         rows = folder_reports(experiment)
