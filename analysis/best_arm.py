@@ -71,7 +71,8 @@ def p_best(arms: list[dict[str, Any]], *, minimize: bool, rounds: int, seed: int
         info["note"] = "arms with diverged runs are never best (0)"
     if len(eligible) == 1:
         out[eligible[0]] = 1.0
-        info["method"] = "only arm with the fewest divergences"
+        info["method"] = ("the only arm" if len(ran) == 1
+                          else "the only arm with the fewest diverged runs")
         return out, info
     per_seed = [_per_seed(arms[i]) for i in eligible]
     common = sorted(set.intersection(*(set(s.index) for s in per_seed)), key=repr)

@@ -198,7 +198,8 @@ def format_confirm(section: dict[str, Any], metric: str | None = None) -> list[s
                      "candidates and each against the baseline)")
     how = section.get("p_best") or {}
     if how.get("method"):
-        lines.append(f"P(best): {how['method']} over {how['seeds']} seeds")
+        over = f" over {how['seeds']} seeds" if how.get("seeds") else ""
+        lines.append(f"P(best): {how['method']}{over}")
     if how.get("note"):
         lines.append(f"P(best): {how['note']}")
     lines += [f"note: {n}" for n in section.get("notes") or []]

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "(e.g. multivariate,group) and scheduler keys (e.g. brackets=3)")
     parser.add_argument("--out", type=Path, default=None,
                         help="cache of the reference sweep (default ~/.cache/ngpt-tune/...)")
-    parser.add_argument("--smoke", action="store_true", help="1 seed x 3 trials of 6 steps")
+    parser.add_argument("--smoke", action="store_true", help="1 seed x 2 trials of 6 steps")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="OUTPUT",
                         help="no training: pool the campaigns of earlier runs' outputs (their "
                              "last line, the JSON record) and print the table again")
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.candidate and "candidate" not in methods:
         methods.insert(1, "candidate")
     if args.smoke:
-        args.steps, args.cap, args.seeds, args.dense = 6, 3, 1, 2
+        args.steps, args.cap, args.seeds, args.dense = 6, 2, 1, 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     with tempfile.TemporaryDirectory() as folder:

@@ -224,11 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None,
                         help="cache of the dense sweep (default ~/.cache/ngpt-tune/transfer)")
     parser.add_argument("--smoke", action="store_true",
-                        help="1 seed, widths 8 and 16 toward 24, 4 trials of 4 steps")
+                        help="1 seed, widths 8 and 16 toward 24, 4 trials of 4 steps (3 at 24)")
     args = parser.parse_args(argv)
     widths, target = WIDTHS, TARGET
     if args.smoke:
-        args.seeds, args.steps, args.trials, args.direct_trials, args.dense = 1, 4, 4, 4, 0
+        args.seeds, args.steps, args.trials, args.direct_trials, args.dense = 1, 4, 4, 3, 0
         widths, target = (8, 16), 24
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray

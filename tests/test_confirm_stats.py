@@ -211,3 +211,14 @@ def test_printed_table(section):
     assert "b vs leader a: +0.5000" in text
     assert "confirmed winner: a: 1.1000" in text
     assert "re-run it alone: python -m ngpt_tune train /x/best_config.yaml" in text
+
+
+def test_one_arm_or_one_without_divergences_is_best_and_says_why():
+    one = confirm_stats(runs({"a": ([1, 2], [6.7, 6.8])}))
+    assert one["arms"][0]["p_best"] == 1.0 and one["p_best"]["method"] == "the only arm"
+    lines = format_confirm({**one, "winner": None}, "val_loss")
+    assert "P(best): the only arm" in lines and not any("over 0 seeds" in x for x in lines)
+    diverged = confirm_stats(runs({"a": (SEEDS, [1.0, 1.1, 1.2]),
+                                   "b": (SEEDS, [0.5, math.inf, 0.6])}))
+    assert diverged["p_best"]["method"] == "the only arm with the fewest diverged runs"
+    assert [a["p_best"] for a in diverged["arms"]] == [1.0, 0.0]
