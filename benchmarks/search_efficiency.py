@@ -104,7 +104,8 @@ def reference(out: Path, *, n: int, steps: int, workers: int) -> dict:
 
 
 def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, seed: int,
-               concurrency: int, scheduler: dict | None = None) -> Path:
+               concurrency: int, scheduler: dict | None = None,
+               searcher_keys: dict | None = None) -> Path:
     spec = {
         "name": name,
         "base": base(steps),
@@ -112,7 +113,7 @@ def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, 
                    "optim.lr": {"loguniform": list(LR)},
                    "optim.schedule": {"choice": SCHEDULES}},
         "searcher": {"name": searcher, "seed": seed, **(
-            {"n_startup_trials": STARTUP} if searcher == "optuna" else {})},
+            {"n_startup_trials": STARTUP} if searcher == "optuna" else {}), **(searcher_keys or {})},
         "scheduler": {"name": "asha", "time_attr": "tokens_seen", **(scheduler or {})},
         "num_samples": cap,
         "max_concurrent_trials": concurrency,
@@ -193,9 +194,11 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     log = Log()
     name = f"{method}-{seed}"
     scheduler = candidate["scheduler"] if method == "candidate" else None
+    searcher_keys = candidate.get("searcher") if method == "candidate" else None
     spec = build_spec(str(write_spec(root, name, steps=steps, cap=cap, concurrency=concurrency,
                                      searcher="random" if method == "random" else "optuna",
-                                     seed=seed, scheduler=scheduler)))
+                                     seed=seed, scheduler=scheduler,
+                                     searcher_keys=searcher_keys)))
     searchers, schedulers = dict(search.SEARCHERS), dict(scheduling.SCHEDULERS)
     scheduling.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
     if method == "candidate" and candidate["tpe"]:
@@ -259,15 +262,18 @@ def grid_campaign(ref: dict, n: int) -> Log:
 
 
 def parse_candidate(text: str) -> dict:
-    """``multivariate,constant_liar,brackets=3`` -> TPE options and scheduler keys."""
-    tpe, scheduler = {}, {}
+    """``multivariate,constant_liar,brackets=3`` -> TPE options and scheduler keys;
+    ``sampler=gp`` -> the searcher's key (Optuna's GPSampler)."""
+    tpe, scheduler, searcher = {}, {}, {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
-        if sep:
+        if key == "sampler":
+            searcher[key] = value
+        elif sep:
             scheduler[key] = yaml.safe_load(value)
         else:
             tpe[key] = True
-    return {"tpe": tpe, "scheduler": scheduler}
+    return {"tpe": tpe, "scheduler": scheduler, "searcher": searcher}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -282,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="comma-separated; 'candidate' needs --candidate")
     parser.add_argument("--candidate", default="",
                         help="the 'candidate' method: the shipped searcher with TPE options "
-                             "(e.g. multivariate,group) and scheduler keys (e.g. brackets=3)")
+                             "(e.g. multivariate,group), scheduler keys (e.g. brackets=3) or "
+                             "sampler=gp")
     parser.add_argument("--out", type=Path, default=None,
                         help="cache of the reference sweep (default ~/.cache/ngpt-tune/...)")
     parser.add_argument("--smoke", action="store_true", help="1 seed x 2 trials of 6 steps")
