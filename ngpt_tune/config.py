@@ -22,7 +22,7 @@ import yaml
 from ngpt_tune.errors import ConfigError, unknown_key_message
 
 BUILTIN_DATA = "builtin"
-# the built-in corpus renumbered to a small vocabulary (ngpt_tune.data.compact_ids): its 4,095
+# the built-in corpus renumbered to a small vocabulary (ngpt_tune.builtin_corpus.compact_ids): its 4,095
 # most frequent training tokens, every other token one shared id. A tiny model's step is then a
 # tenth of its cost with GPT-2's 50,257 logits (the tests, --smoke, the benchmarks' small runs)
 BUILTIN_COMPACT_DATA = "builtin-compact"
