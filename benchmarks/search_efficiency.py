@@ -18,13 +18,20 @@ sees the same landscape):
 - ``random``: random search + ASHA (every Ray method uses the shipped ASHA settings);
 - ``optuna``: Optuna alone, no Ray: TPE with Optuna's Hyperband pruner, ``fit()`` in-process
   in ``concurrency`` threads;
-- ``grid``: a 3 x 3 grid of the sweep's points per schedule, in full, in order (no seed).
+- ``grid``: a 3 x 3 grid of the sweep's points per schedule, in full, in order (no seed);
+- ``warm``: the shipped searcher warm-started (``searcher.warm_start``) from the ngpt-tune
+  campaign of the next seed in the run (the last seed's from the first's); the source's tokens
+  are not charged: it is an earlier campaign a user already has.
+
+``--vocab compact --steps 180`` is the longer problem (4 times the horizon; the built-in corpus
+in 4,096 ids, so that a step costs an eighth).
 
 Cost: every token trained by all trials up to the moment the first trial within the target
 finishes (a campaign that never reaches it is charged all its tokens and counted as missing).
 
     python benchmarks/search_efficiency.py                       # about 25 minutes on 2 cores
     python benchmarks/search_efficiency.py --seeds 8 --candidate reduction_factor=3
+    python benchmarks/search_efficiency.py --seeds 16 --methods ngpt-tune,ray-optuna --vocab compact --steps 180
     python benchmarks/search_efficiency.py --smoke
 """
 
@@ -38,6 +45,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -53,10 +61,11 @@ from ngpt_tune.provenance import git_commit
 ALPHA = (0.02, 1.0)  # loguniform
 LR = (1e-3, 0.2)  # loguniform
 SCHEDULES = ["cosine", "constant"]
-BASE = nest_dotted(gpt2_vocabulary(preset("tiny", {"data.val_tokens": 512, "train.device": "cpu",
-                                                   "train.threads": 1})))
+TINY = preset("tiny", {"data.val_tokens": 512, "train.device": "cpu", "train.threads": 1})
+BASES = {"gpt2": nest_dotted(gpt2_vocabulary(TINY)),  # the problem of RESULTS.md section 3
+         "compact": nest_dotted(TINY)}  # the built-in corpus in 4,096 ids: 8x faster steps
 STARTUP = 6  # TPE's random start-up trials, the same for every TPE method
-RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random")
+RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random", "warm")
 
 
 def dense_points(n: int) -> list[dict]:
@@ -74,28 +83,32 @@ def grid_points(n: int) -> list[dict]:
             for s, a, lr in itertools.product(SCHEDULES, alphas, lrs)]
 
 
-def base(steps: int) -> dict:
-    return {**BASE, "train": {**BASE["train"], "steps": steps, "eval_every": max(1, steps // 9)}}
+def base(steps: int, vocab: str = "gpt2") -> dict:
+    config = BASES[vocab]
+    return {**config, "train": {**config["train"], "steps": steps,
+                                "eval_every": max(1, steps // 9)}}
 
 
-def _fit_point(point: dict, steps: int) -> tuple[float, int]:
+def _fit_point(point: dict, steps: int, vocab: str) -> tuple[float, int]:
     from ngpt_tune.config import Config
     from ngpt_tune.train import fit
 
-    result = fit(Config.from_dict(base(steps)).override(point))
+    result = fit(Config.from_dict(base(steps, vocab)).override(point))
     return float(result.metrics["val_loss"]), int(result.metrics["tokens_seen"])
 
 
-def reference(out: Path, *, n: int, steps: int, workers: int) -> dict:
+def reference(out: Path, *, n: int, steps: int, workers: int, vocab: str = "gpt2") -> dict:
     """The dense sweep, trained once per problem and cached in ``out``."""
-    problem = {"alpha": ALPHA, "lr": LR, "schedules": SCHEDULES, "base": base(steps), "n": n}
+    problem = {"alpha": ALPHA, "lr": LR, "schedules": SCHEDULES, "base": base(steps, vocab),
+               "n": n}
     key = hashlib.sha256(json.dumps(problem, sort_keys=True).encode()).hexdigest()[:12]
     path = out / f"reference-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
     points = dense_points(n)
     with cf.ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(_fit_point, points, itertools.repeat(steps)))
+        results = list(pool.map(_fit_point, points, itertools.repeat(steps),
+                                itertools.repeat(vocab)))
     record = {"problem": problem, "points": [{**p, "val_loss": v, "tokens": t}
                                              for p, (v, t) in zip(points, results)]}
     out.mkdir(parents=True, exist_ok=True)
@@ -105,10 +118,10 @@ def reference(out: Path, *, n: int, steps: int, workers: int) -> dict:
 
 def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, seed: int,
                concurrency: int, scheduler: dict | None = None,
-               searcher_keys: dict | None = None) -> Path:
+               searcher_keys: dict | None = None, vocab: str = "gpt2") -> Path:
     spec = {
         "name": name,
-        "base": base(steps),
+        "base": base(steps, vocab),
         "search": {"model.alpha": {"loguniform": list(ALPHA)},
                    "optim.lr": {"loguniform": list(LR)},
                    "optim.schedule": {"choice": SCHEDULES}},
@@ -126,8 +139,9 @@ def write_spec(folder: Path, name: str, *, steps: int, cap: int, searcher: str, 
 
 
 class Log:
-    """Every report of every trial, in the order the driver saw them: (trial, tokens_seen,
-    val_loss, finished)."""
+    """Every report of every trial, in the order the driver saw them: (trial, tokens trained,
+    val_loss, finished). Tokens trained: ``tokens_seen`` plus the tokens of cooled-down branches
+    (``scheduler.cooled_rungs``), which a campaign pays for too."""
 
     def __init__(self):
         self.rows: list[tuple[str, int, float, bool]] = []
@@ -141,7 +155,8 @@ class Log:
 
     def add(self, trial: str, metrics: dict) -> None:
         with self.lock:
-            self.rows.append((trial, int(metrics["tokens_seen"]), float(metrics["val_loss"]),
+            tokens = int(metrics["tokens_seen"]) + int(metrics.get("branch_tokens") or 0)
+            self.rows.append((trial, tokens, float(metrics["val_loss"]),
                               bool(metrics.get("finished", False))))
 
     def score(self, targets: dict[str, float]) -> dict:
@@ -183,11 +198,15 @@ def recording(build, log: Log):
 
 
 def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
-                 concurrency: int, candidate: dict) -> Log:
+                 concurrency: int, candidate: dict, vocab: str = "gpt2",
+                 warm_from: Path | None = None) -> Log:
+    """One campaign of a Ray method; ``warm``: the shipped searcher warm-started from the
+    experiment ``warm_from`` (another seed's ngpt-tune campaign, its tokens not charged)."""
     from ray.tune.search.optuna import OptunaSearch
 
     from ngpt_tune import schedulers as scheduling
     from ngpt_tune import search
+    from ngpt_tune.experiment import write_campaign
     from ngpt_tune.request import build_spec
     from ngpt_tune.runner import build_tuner
 
@@ -195,10 +214,12 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     name = f"{method}-{seed}"
     scheduler = candidate["scheduler"] if method == "candidate" else None
     searcher_keys = candidate.get("searcher") if method == "candidate" else None
+    if method == "warm":
+        searcher_keys = {"warm_start": [str(warm_from)]}
     spec = build_spec(str(write_spec(root, name, steps=steps, cap=cap, concurrency=concurrency,
                                      searcher="random" if method == "random" else "optuna",
                                      seed=seed, scheduler=scheduler,
-                                     searcher_keys=searcher_keys)))
+                                     searcher_keys=searcher_keys, vocab=vocab)))
     searchers, schedulers = dict(search.SEARCHERS), dict(scheduling.SCHEDULERS)
     scheduling.SCHEDULERS["asha"] = recording(schedulers["asha"], log)
     if method == "candidate" and candidate["tpe"]:
@@ -209,13 +230,27 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
             sampler=search.tpe_sampler(s, multivariate=False))
     try:
         build_tuner(spec, storage=str(root), name=name).fit()
+        # what `run` records, as far as a warm start reads it
+        write_campaign(root / name, {"metric": spec.metric, "mode": spec.mode,
+                                     "search_keys": spec.search_keys})
     finally:
         search.SEARCHERS.update(searchers)
         scheduling.SCHEDULERS.update(schedulers)
     return log
 
 
-def optuna_campaign(*, steps: int, cap: int, seed: int, concurrency: int) -> Log:
+def warm_count(experiment: Path) -> int:
+    """How many trials of the experiment's Optuna study came from its warm start."""
+    import optuna
+
+    from ngpt_tune.search import study_storage
+
+    study = optuna.load_study(study_name=None, storage=study_storage(str(experiment)))
+    return sum("warm_start" in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+
+def optuna_campaign(*, steps: int, cap: int, seed: int, concurrency: int,
+                    vocab: str = "gpt2") -> Log:
     """Optuna on its own: TPE + Hyperband, ``fit()`` in-process, ``concurrency`` threads."""
     import optuna
 
@@ -223,7 +258,7 @@ def optuna_campaign(*, steps: int, cap: int, seed: int, concurrency: int) -> Log
     from ngpt_tune.train import fit
 
     log = Log()
-    config = Config.from_dict(base(steps))
+    config = Config.from_dict(base(steps, vocab))
     evals = 9
 
     def objective(trial: optuna.Trial) -> float:
@@ -263,11 +298,11 @@ def grid_campaign(ref: dict, n: int) -> Log:
 
 def parse_candidate(text: str) -> dict:
     """``multivariate,constant_liar,brackets=3`` -> TPE options and scheduler keys;
-    ``sampler=gp`` -> the searcher's key (Optuna's GPSampler)."""
+    ``sampler=gp``, ``stopped_trials=pruned`` -> the searcher's keys."""
     tpe, scheduler, searcher = {}, {}, {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
-        if key == "sampler":
+        if key in ("sampler", "stopped_trials"):
             searcher[key] = value
         elif sep:
             scheduler[key] = yaml.safe_load(value)
@@ -285,11 +320,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dense", type=int, default=7, help="sweep points per log axis")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time")
     parser.add_argument("--methods", default="ngpt-tune,ray-optuna,random,optuna,grid",
-                        help="comma-separated; 'candidate' needs --candidate")
+                        help="comma-separated; 'candidate' needs --candidate; 'warm' (the "
+                             "shipped searcher warm-started from the next seed's ngpt-tune "
+                             "campaign) needs ngpt-tune")
+    parser.add_argument("--vocab", choices=sorted(BASES), default="gpt2",
+                        help="gpt2: section 3's problem; compact: the built-in corpus in 4,096 "
+                             "ids, for the longer problem (--steps 180)")
     parser.add_argument("--candidate", default="",
                         help="the 'candidate' method: the shipped searcher with TPE options "
                              "(e.g. multivariate,group), scheduler keys (e.g. brackets=3) or "
-                             "sampler=gp")
+                             "searcher keys (sampler=gp, stopped_trials=pruned)")
     parser.add_argument("--out", type=Path, default=None,
                         help="cache of the reference sweep (default ~/.cache/ngpt-tune/...)")
     parser.add_argument("--smoke", action="store_true", help="1 seed x 2 trials of 6 steps")
@@ -303,6 +343,8 @@ def main(argv: list[str] | None = None) -> dict:
     methods = [m for m in args.methods.split(",") if m]
     if args.candidate and "candidate" not in methods:
         methods.insert(1, "candidate")
+    if "warm" in methods and "ngpt-tune" not in methods:
+        parser.error("the 'warm' method starts from ngpt-tune's campaigns: add ngpt-tune")
     if args.smoke:
         args.steps, args.cap, args.seeds, args.dense = 6, 2, 1, 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -312,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out or (root / "reference" if args.smoke else
                            Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
                            / "ngpt-tune" / "search_efficiency")
-        ref = reference(out, n=args.dense, steps=args.steps, workers=args.concurrency)
+        ref = reference(out, n=args.dense, steps=args.steps, workers=args.concurrency,
+                        vocab=args.vocab)
         best = min(p["val_loss"] for p in ref["points"])
         targets = {"1%": best * 1.01, "0.5%": best * 1.005}
         campaigns: dict[str, list[dict]] = {m: [] for m in methods}
@@ -321,21 +364,30 @@ def main(argv: list[str] | None = None) -> dict:
 
             ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False,
                      log_to_driver=False)
-        for seed in range(args.seed_start, args.seed_start + args.seeds):
-            for method in methods:
-                if method in RAY_METHODS:
-                    log = ray_campaign(method, root, steps=args.steps, cap=args.cap, seed=seed,
-                                       concurrency=args.concurrency, candidate=candidate)
-                elif method == "optuna":
-                    log = optuna_campaign(steps=args.steps, cap=args.cap, seed=seed,
-                                          concurrency=args.concurrency)
-                elif method == "grid":
-                    if seed != args.seed_start:
-                        continue
-                    log = grid_campaign(ref, args.dense)
-                else:
-                    parser.error(f"unknown method {method!r}")
-                campaigns[method].append({"seed": seed, **log.score(targets)})
+        seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+        # the warm campaigns last: each starts from the next seed's ngpt-tune experiment
+        order = [(s, m) for s in seeds for m in methods if m != "warm"] + \
+            [(s, "warm") for s in seeds if "warm" in methods]
+        for seed, method in order:
+            if method in RAY_METHODS:
+                source = seeds[(seeds.index(seed) + 1) % len(seeds)]
+                log = ray_campaign(method, root, steps=args.steps, cap=args.cap, seed=seed,
+                                   concurrency=args.concurrency, candidate=candidate,
+                                   vocab=args.vocab, warm_from=root / f"ngpt-tune-{source}")
+            elif method == "optuna":
+                log = optuna_campaign(steps=args.steps, cap=args.cap, seed=seed,
+                                      concurrency=args.concurrency, vocab=args.vocab)
+            elif method == "grid":
+                if seed != args.seed_start:
+                    continue
+                log = grid_campaign(ref, args.dense)
+            else:
+                parser.error(f"unknown method {method!r}")
+            campaigns[method].append({"seed": seed, **log.score(targets)})
+            if method == "warm":
+                campaigns[method][-1]["warm_trials"] = warm_count(root / f"warm-{seed}")
+            print(f"campaign {method} seed {seed}: {json.dumps(campaigns[method][-1])}",
+                  file=sys.stderr, flush=True)
         if any(m in RAY_METHODS for m in methods):
             ray.shutdown()
     table = summarise(campaigns, targets)
@@ -345,10 +397,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"{len(ref['points'])} points), targets 1% {targets['1%']:.4f}, "
           f"0.5% {targets['0.5%']:.4f}")
     if args.candidate:
-        print(f"candidate: TPE options {candidate['tpe']}, scheduler {candidate['scheduler']}")
+        print(f"candidate: TPE options {candidate['tpe']}, scheduler {candidate['scheduler']}, "
+              f"searcher {candidate['searcher']}")
     print_table(table, targets)
     record = {"benchmark": "search_efficiency", "device": platform.processor() or "cpu",
               "date": dt.date.today().isoformat(), "commit": git_commit(), "steps": args.steps,
+              "vocab": args.vocab,
               "cap": args.cap, "concurrency": args.concurrency, "seeds": args.seeds,
               "reference_best": best, "reference_points": len(ref["points"]),
               "targets": targets, "candidate": candidate, "table": table,

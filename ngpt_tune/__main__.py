@@ -120,8 +120,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from ngpt_tune.warm_start import summary, warm_trials  # Optuna: only where asked
 
         warm = summary(warm_trials(spec))
-        print(f"  warm start {warm['complete']} finished + {warm['pruned']} pruned trials from "
-              + ", ".join(f"{s} ({n})" for s, n in warm["by_source"].items()))
+        print(f"  warm start {warm['finished']} finished + {warm['stopped']} stopped early + "
+              f"{warm['pruned']} pruned trials from " + ", ".join(f"{s} ({n})" for s, n in warm["by_source"].items()))
     scheduler = spec.scheduler.name
     if scheduler == "asha":
         grace, max_t = spec.asha_budgets()

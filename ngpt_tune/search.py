@@ -58,21 +58,29 @@ def study_storage(experiment: str | None, url: str = "") -> BaseStorage | None:
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about trials that did not finish.
+    """OptunaSearch that tells Optuna which trials did not finish, and how.
 
-    Ray's OptunaSearch tells a trial that the scheduler stopped early as COMPLETE with its
-    truncated loss, so TPE would learn from partial budgets as if they were final. Here a trial
-    whose last report has ``finished: False`` (stopped by ASHA, or diverged) is told as PRUNED;
-    its intermediate values (every evaluation, the last included) stay, which is how TPE ranks pruned
-    trials below finished ones. A trial that ran out of memory (its last report flagged
-    ``infeasible``) is PRUNED with a violated constraint, which TPE ranks below every feasible
-    trial: it samples less from that region (a FAIL, Ray's way, is ignored by TPE).
+    A trial whose last report has ``finished: False`` was stopped by the scheduler or diverged.
+    ``stopped_trials`` (the spec's ``searcher.stopped_trials``) says how a stopped one is told:
+    ``complete`` (the default, as Ray's OptunaSearch does) at its last value, so that TPE ranks
+    it among the finished trials by its rung value; ``pruned``, which TPE ranks below every
+    finished trial (``benchmarks/RESULTS.md`` section 3c measured both). A diverged trial is
+    PRUNED either way (its last value is no loss to rank by). All carry their intermediate
+    values (every evaluation, the last included) and the user attributes ``stopped_early``
+    (False for a diverged one), ``stopped_at_step`` and ``diverged``. A trial that ran out of
+    memory (its last report flagged ``infeasible``) is PRUNED with a violated constraint, which
+    TPE ranks below every feasible trial: it samples less from that region (a FAIL, Ray's way,
+    is ignored by TPE).
 
     On ``resume`` Ray restores this searcher from its pickle, taken with the experiment's last
     state; the journal may be ahead of it. A trial the journal has finished already is not told
     again, a step it holds already is not reported again, and trials the journal shows running
     that the restored searcher never heard of (asked after the last save) are told FAIL.
     """
+
+    def __init__(self, *args: Any, stopped_trials: str = "complete", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stopped_trials = stopped_trials
 
     def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
         ot_trial = self._ot_trials[trial_id]
@@ -103,8 +111,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if error or not result or result.get("finished", True) or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result=result, error=error)
         ot_trial = self._ot_trials[trial_id]
+        diverged = bool(result.get("diverged", False))
         ot_trial.set_user_attr("stopped_at_step", result.get("step"))
-        ot_trial.set_user_attr("diverged", bool(result.get("diverged", False)))
+        ot_trial.set_user_attr("diverged", diverged)
+        ot_trial.set_user_attr("stopped_early", not diverged)
+        if self._stopped_trials == "complete" and not diverged:
+            return super().on_trial_complete(trial_id, result=result, error=error)
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
@@ -306,7 +318,7 @@ def _optuna(spec: CampaignSpec, *, experiment: str | None = None,
         space=OptunaSpace(spec), metric=spec.metric, mode=spec.mode,
         sampler=optuna_sampler(spec, **(tpe or {})),
         storage=study_storage(experiment, spec.searcher.storage),
-        study_name=study_name(spec, experiment),
+        study_name=study_name(spec, experiment), stopped_trials=spec.searcher.stopped_trials,
     )
     return SeedRepeater(searcher, spec.repeats) if spec.repeats > 1 else searcher
 

@@ -1,7 +1,8 @@
 """The ``searcher:`` section of a campaign spec: a frozen dataclass that checks itself.
 
 ``name`` picks the searcher (:data:`ngpt_tune.search.SEARCHERS`); with ``optuna``, ``sampler``
-picks Optuna's sampler, ``warm_start`` lists earlier experiments whose finished and pruned trials
+picks Optuna's sampler, ``stopped_trials`` how a trial the scheduler stopped is told to it
+(COMPLETE at its last value, or PRUNED), ``warm_start`` lists earlier experiments whose finished and pruned trials
 enter the study before its first trial (:mod:`ngpt_tune.warm_start`), and
 ``points_to_evaluate`` lists configurations the study asks first (a ladder's predicted optimum),
 and ``storage`` is a database URL for the study (default: a journal in the experiment folder).
@@ -24,6 +25,8 @@ class SearcherSpec:
     seed: int = 0
     n_startup_trials: int = 0  # Optuna's random start-up trials (TPE, GP); 0: Optuna's default
     sampler: Literal["tpe", "gp"] = "tpe"  # Optuna's TPESampler, or its GPSampler
+    # how a trial the scheduler stopped is told to Optuna: COMPLETE at its last value, or PRUNED
+    stopped_trials: Literal["complete", "pruned"] = "complete"
     warm_start: Any = ()  # experiment folders (or URIs): their trials start the Optuna study
     points_to_evaluate: Any = ()  # configurations ({dotted.key: value}) the study asks first
     storage: str = ""  # the Optuna study's database URL; "": a journal in the experiment folder
@@ -48,6 +51,7 @@ class SearcherSpec:
                 if getattr(self, key):
                     raise ConfigError(f"feeds an Optuna study: needs searcher name 'optuna', "
                                       f"not {self.name!r}", key=key)
-            if self.sampler != "tpe":
-                raise ConfigError(f"an Optuna sampler: needs searcher name 'optuna', not "
-                                  f"{self.name!r}", key="sampler")
+            for key, default in (("sampler", "tpe"), ("stopped_trials", "complete")):
+                if getattr(self, key) != default:
+                    raise ConfigError(f"an Optuna setting: needs searcher name 'optuna', not "
+                                      f"{self.name!r}", key=key)

@@ -99,17 +99,32 @@ def source_trials(spec: CampaignSpec, source: str) -> list[FrozenTrial]:
             if not agrees(old, new[name]):
                 raise ConfigError(f"{source} searched {name} over {describe(old)}, not within "
                                   f"this campaign's {describe(new[name])}", key=KEY)
-        value = trial.value  # a pruned trial's: its last intermediate value (Optuna's tell)
+        state, value = told(trial, spec.searcher.stopped_trials)
         if value is not None and not math.isfinite(value):
             continue
         carried.append(optuna.trial.create_trial(
-            state=trial.state, value=value, params=trial.params,
+            state=state, value=value, params=trial.params,
             distributions={name: new[name] for name in trial.params},
             intermediate_values={step: v for step, v in trial.intermediate_values.items()
                                  if math.isfinite(v)},
             user_attrs={**trial.user_attrs, "warm_start": source,
                         "warm_start_number": trial.number}))
     return carried
+
+
+def told(trial: FrozenTrial, stopped_trials: str) -> tuple[TrialState, float | None]:
+    """``trial``'s state and value in the new study: a trial its scheduler stopped (marked
+    ``stopped_at_step``, not diverged) told as this campaign tells one (``stopped_trials``:
+    COMPLETE at its last value, or PRUNED), whichever way its own campaign told it."""
+    attrs = trial.user_attrs
+    stopped = "stopped_at_step" in attrs and not attrs.get("diverged")
+    last = trial.intermediate_values[max(trial.intermediate_values)] \
+        if trial.intermediate_values else None
+    if stopped and stopped_trials == "complete" and last is not None:
+        return TrialState.COMPLETE, trial.value if trial.value is not None else last
+    if stopped and stopped_trials == "pruned":
+        return TrialState.PRUNED, None
+    return trial.state, trial.value
 
 
 def warm_trials(spec: CampaignSpec) -> list[FrozenTrial]:
@@ -128,12 +143,17 @@ def warm_trials(spec: CampaignSpec) -> list[FrozenTrial]:
 
 
 def summary(trials: list[FrozenTrial]) -> dict[str, Any]:
-    """How many trials a warm start gives, by state and by source."""
+    """How many trials a warm start gives: finished, stopped early by the scheduler (however
+    told), pruned otherwise (diverged, out of memory); and by source."""
     by_source: dict[str, int] = {}
     for t in trials:
         by_source[t.user_attrs["warm_start"]] = by_source.get(t.user_attrs["warm_start"], 0) + 1
-    return {"complete": sum(t.state == TrialState.COMPLETE for t in trials),
-            "pruned": sum(t.state == TrialState.PRUNED for t in trials), "by_source": by_source}
+    stopped = [bool(t.user_attrs.get("stopped_early")) for t in trials]
+    return {"finished": sum(t.state == TrialState.COMPLETE and not s
+                            for t, s in zip(trials, stopped)),
+            "stopped": sum(stopped),
+            "pruned": sum(t.state == TrialState.PRUNED and not s for t, s in zip(trials, stopped)),
+            "by_source": by_source}
 
 
 def check_points(spec: CampaignSpec) -> None:

@@ -14,8 +14,8 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def smoke(name: str, tmp_path: Path) -> dict:
-    out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--smoke"],
+def smoke(name: str, tmp_path: Path, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--smoke", *args],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -42,9 +42,13 @@ def test_tune_overhead(tmp_path):
 
 @pytest.mark.slow
 def test_search_efficiency(tmp_path):
-    record = smoke("search_efficiency", tmp_path)
+    methods = ["ngpt-tune", "ray-optuna", "random", "optuna", "grid", "warm"]
+    record = smoke("search_efficiency", tmp_path, "--methods", ",".join(methods))
     table = record["table"]
-    assert set(table) == {"ngpt-tune", "ray-optuna", "random", "optuna", "grid"}
+    assert set(table) == set(methods)
+    # warm-started from the (only) seed's ngpt-tune campaign: its trials entered the study
+    (warm,) = record["campaigns"]["warm"]
+    assert warm["warm_trials"] == record["campaigns"]["ngpt-tune"][0]["trials"]
     assert record["reference_points"] == 8 and record["targets"]["1%"] > record["reference_best"]
     for method, runs in record["campaigns"].items():
         assert len(runs) == 1 and runs[0]["tokens_total"] > 0, method

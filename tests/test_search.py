@@ -54,7 +54,7 @@ def test_study_in_the_experiment_matches_its_trials(asha_campaign):
     by_params = {tuple(sorted(t.params.items())): t for t in study.trials}
     trials = trial_dirs(experiment)
     assert len(study.trials) == len(trials) == ASHA_TRIALS
-    states = set()
+    states, stopped = set(), 0
     for trial in trials:
         params = json.loads((trial / "params.json").read_text())
         ot = by_params[tuple(sorted(params.items()))]
@@ -62,14 +62,16 @@ def test_study_in_the_experiment_matches_its_trials(asha_campaign):
         if rows[-1]["finished"]:
             assert ot.state == TrialState.COMPLETE
             assert ot.value == pytest.approx(rows[-1]["val_loss"])
-        else:  # stopped by ASHA: PRUNED, with the curve it had
-            assert ot.state == TrialState.PRUNED
+        else:  # stopped by ASHA: COMPLETE at its rung value, marked, with the curve it had
+            assert ot.state == TrialState.COMPLETE and ot.user_attrs["stopped_early"]
+            assert ot.value == pytest.approx(rows[-1]["val_loss"])
             assert ot.user_attrs["stopped_at_step"] == rows[-1]["step"]
+            stopped += 1
         assert len(ot.intermediate_values) == len(rows)
         assert ot.intermediate_values[max(ot.intermediate_values)] == pytest.approx(
             rows[-1]["val_loss"])
         states.add(ot.state)
-    assert states == {TrialState.COMPLETE, TrialState.PRUNED}
+    assert states == {TrialState.COMPLETE} and 0 < stopped < len(trials)
     importances = optuna.importance.get_param_importances(study)
     assert set(importances) == {"model.alpha", "optim.lr"}
 
@@ -97,9 +99,11 @@ def test_restored_searcher_tells_no_trial_twice(tmp_path):
     restored.on_trial_complete("b", {"val_loss": 3.0, "finished": False, "step": 12})
 
     trials = _load(tmp_path / "exp").trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
     assert trials[0].value == 4.0 and trials[0].intermediate_values == {1: 5.0, 2: 4.0}
-    assert trials[1].intermediate_values == {1: 5.0, 2: 3.5}
+    assert trials[1].intermediate_values == {1: 5.0, 2: 3.5} and trials[1].value == 3.0
+    assert trials[1].user_attrs == {"stopped_at_step": 12, "diverged": False,
+                                    "stopped_early": True}
 
 
 def test_remote_experiment_keeps_the_study_in_memory(capsys):
@@ -120,7 +124,9 @@ def test_repeats_pass_their_mean_curve_to_optuna(tmp_path):
     repeater.on_trial_complete("t1", {"val_loss": 4.5, "finished": True})
     (trial,) = _load(tmp_path / "exp").trials
     assert trial.intermediate_values == {1: 5.0}  # step 2: one seed diverged, not reported
-    assert trial.state == TrialState.PRUNED  # a seed was stopped early
+    # a seed was stopped early: the configuration is told stopped, at the mean of its seeds
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["stopped_early"]
+    assert trial.value == pytest.approx(4.75)
 
 
 def test_optuna_dashboard_opens_the_journal(tmp_path):
@@ -133,7 +139,34 @@ def test_optuna_dashboard_opens_the_journal(tmp_path):
                                      "step": 12})
     storage = storage_url.guess_storage_from_url(str(tmp_path / "exp" / JOURNAL_FILE))
     (trial,) = optuna.load_study(study_name="journal-test", storage=storage).trials
-    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 5.0, 2: 4.0}
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {1: 5.0, 2: 4.0}
+    assert trial.user_attrs["stopped_early"] and trial.user_attrs["stopped_at_step"] == 12
+
+
+@pytest.mark.parametrize("told", ["pruned", "complete"])
+def test_how_stopped_and_diverged_trials_are_told(tmp_path, told):
+    """``searcher.stopped_trials: pruned`` tells a stopped trial PRUNED with its curve (TPE
+    ranks it below every finished trial); a diverged trial is PRUNED under either setting."""
+    body = SPACE.replace("n_startup_trials: 2}", f"n_startup_trials: 2, stopped_trials: {told}}}")
+    searcher = _searcher(tmp_path, body)
+    for trial_id, diverged in (("stopped", False), ("diverged", True)):
+        searcher.suggest(trial_id)
+        searcher.on_trial_result(trial_id, {"val_loss": 5.0, "training_iteration": 1})
+        searcher.on_trial_complete(trial_id, {"val_loss": 4.0, "training_iteration": 2,
+                                              "finished": False, "diverged": diverged,
+                                              "step": 12})
+    stopped, diverged = _load(tmp_path / "exp").trials
+    assert stopped.state == (TrialState.PRUNED if told == "pruned" else TrialState.COMPLETE)
+    assert stopped.intermediate_values == {1: 5.0, 2: 4.0}
+    assert stopped.user_attrs["stopped_early"] and not diverged.user_attrs["stopped_early"]
+    assert diverged.state == TrialState.PRUNED and diverged.user_attrs["diverged"]
+
+
+def test_stopped_trials_needs_the_optuna_searcher(tmp_path):
+    path = write_spec(tmp_path, SPACE.replace("{name: optuna, seed: 0, n_startup_trials: 2}",
+                                              "{name: random, stopped_trials: pruned}"))
+    with pytest.raises(ConfigError, match="stopped_trials"):
+        build_spec(str(path))
 
 
 def test_a_new_driver_marks_trials_left_running_fail(tmp_path, capsys):

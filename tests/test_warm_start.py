@@ -42,8 +42,8 @@ def _study(experiment: Path) -> optuna.Study:
 @pytest.fixture
 def source(tmp_path) -> Path:
     """An experiment as a search leaves it: its campaign record, and a study of a finished, a
-    pruned and a failed trial."""
-    spec = _spec(tmp_path / "src")
+    stopped (told PRUNED, as before ``searcher.stopped_trials``) and a failed trial."""
+    spec = _spec(tmp_path / "src", SPACE.replace("seed: 0,", "seed: 0, stopped_trials: pruned,"))
     experiment = tmp_path / "src" / "exp"
     write_campaign(experiment, {"metric": "val_loss", "mode": "min",
                                 "search_keys": spec.search_keys})
@@ -59,13 +59,20 @@ def source(tmp_path) -> Path:
     return experiment
 
 
-def test_finished_and_pruned_trials_start_the_new_study_once(tmp_path, source):
-    spec = _spec(tmp_path / "new", SPACE.replace("seed: 0,", f"seed: 0, warm_start: [{source}],"))
+@pytest.mark.parametrize("told", ["complete", "pruned"])
+def test_finished_and_stopped_trials_start_the_new_study_once(tmp_path, source, told):
+    """The stopped trial enters as the new campaign tells one (``searcher.stopped_trials``)."""
+    spec = _spec(tmp_path / "new", SPACE.replace(
+        "seed: 0,", f"seed: 0, warm_start: [{source}], stopped_trials: {told},"))
     experiment = tmp_path / "new" / "exp"
     searcher = _optuna(spec, experiment=str(experiment))
     old = _study(source).trials
     warm = _study(experiment).trials
-    assert [t.state for t in warm] == [TrialState.COMPLETE, TrialState.PRUNED]  # not the failed
+    assert old[1].state == TrialState.PRUNED  # as its own campaign told it
+    stopped = TrialState.COMPLETE if told == "complete" else TrialState.PRUNED
+    assert [t.state for t in warm] == [TrialState.COMPLETE, stopped]  # not the failed
+    assert warm[1].value == (5.0 if told == "complete" else None)  # its last value
+    assert warm[1].user_attrs["stopped_early"]
     for new, before in zip(warm, old):
         assert new.params == before.params
         assert new.intermediate_values == before.intermediate_values
@@ -148,7 +155,7 @@ def test_cli_validate_counts_the_warm_start(tmp_path, source, capsys):
     path = write_spec(tmp_path, SPACE)
     assert main(["validate", str(path), "--warm-start", str(source)]) == 0
     out = capsys.readouterr().out
-    assert f"warm start 1 finished + 1 pruned trials from {source} (2)" in out
+    assert f"warm start 1 finished + 1 stopped early + 0 pruned trials from {source} (2)" in out
     assert "search  (optuna, tpe, seed 0)" in out
 
 
@@ -166,7 +173,8 @@ def test_points_to_evaluate_come_first_and_are_checked(tmp_path):
 
 def test_gp_sampler_is_seeded_and_learns_from_finished_and_pruned_trials(tmp_path):
     """``sampler: gp``: Optuna's GPSampler with the spec's seed; ASHA's stops still reach the
-    study as PRUNED with their curves; two campaigns with one seed ask the same trials."""
+    study (COMPLETE at their last value, marked) with their curves; two campaigns with one
+    seed ask the same trials."""
     body = SPACE.replace("n_startup_trials: 2}", "n_startup_trials: 2, sampler: gp}")
     asked = []
     for run in ("one", "two"):
@@ -178,8 +186,10 @@ def test_gp_sampler_is_seeded_and_learns_from_finished_and_pruned_trials(tmp_pat
             searcher.on_trial_result(trial_id, {"val_loss": 6.0 - i, "training_iteration": 6})
             searcher.on_trial_complete(trial_id, {"val_loss": 5.0 - i, "training_iteration": 12,
                                                   "finished": i != 1, "step": 12})
-        states = [t.state for t in _study(tmp_path / run / "exp").trials]
-        assert states == [TrialState.COMPLETE, TrialState.PRUNED, *[TrialState.COMPLETE] * 2]
+        trials = _study(tmp_path / run / "exp").trials
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+        assert [bool(t.user_attrs.get("stopped_early")) for t in trials] == [0, 1, 0, 0]
+        assert trials[1].intermediate_values == {6: 5.0, 12: 4.0}
     assert asked[:4] == asked[4:]  # the GP's suggestions (trials 3 and 4) too
     assert json.dumps(asked)  # plain values Tune can log
 
@@ -196,7 +206,7 @@ def test_a_real_campaign_warm_starts_the_next(tmp_path, asha_campaign):
     old = [t for t in _study(asha_campaign).trials if t.state in (TrialState.COMPLETE,
                                                                  TrialState.PRUNED)]
     warm = _study(tmp_path / "exp").trials
-    assert {t.state for t in old} == {TrialState.COMPLETE, TrialState.PRUNED}  # ASHA stopped one
+    assert any(t.user_attrs.get("stopped_early") for t in old)  # ASHA stopped one
     assert [(t.state, t.params, t.value, t.intermediate_values) for t in warm] == [
         (t.state, t.params, t.value, t.intermediate_values) for t in old]
 
