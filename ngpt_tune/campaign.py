@@ -10,11 +10,12 @@ SIGTERM) is recorded as such, and the campaign ends with the command that contin
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 
 from analysis import format_ranking, write_outputs
 from ngpt_tune.confirm_stage import confirm_settings, free_folder, plan_confirmation, same_settings
-from ngpt_tune.errors import NgptTuneError
+from ngpt_tune.errors import CampaignFailed, NgptTuneError
 from ngpt_tune.experiment import (
     CAMPAIGN_FILE,
     CONFIRM_DIR,
@@ -129,17 +130,26 @@ def _run(c: Campaign) -> str:
 
 
 def _finish(c: Campaign, *, interrupted: bool) -> str:
-    """Analyse the campaign, print the ranking, say where everything is."""
+    """Analyse the campaign, print the ranking, say where everything is; CampaignFailed where
+    every trial errored (a trainable that cannot import, a spec no trial can run)."""
+    summary = None
     try:
         summary_path = write_outputs(c.folder)
         print(format_ranking(summary_path))
         print(f"\nsummary: {summary_path}")
+        summary = json.loads(summary_path.read_text())
     except Exception as err:  # the experiment itself is saved; the analysis can be re-run
         print(f"ngpt-tune: analysis failed ({type(err).__name__}: {err}); run "
               f"`python -m ngpt_tune analyze {c.folder}`", file=sys.stderr)
     if interrupted:
         print(f"interrupted: resume with `python -m ngpt_tune resume {c.folder}`")
     print(f"results: {c.folder}")
+    counts = (summary or {}).get("counts") or {}
+    if not interrupted and counts.get("total") and counts.get("errored") == counts["total"]:
+        first = next((f for f in summary.get("failed", []) if f.get("error")), {})
+        error = " ".join(str(first.get("error") or "no error recorded").split())[:300]
+        raise CampaignFailed(f"every trial failed ({counts['total']} errored); the first: "
+                             f"trial {first.get('trial_id', '?')}: {error}")
     return c.folder
 
 

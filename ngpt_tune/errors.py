@@ -38,6 +38,13 @@ class ConfigError(NgptTuneError, ValueError):
         return ConfigError(self.detail, key=key, source=self.source)
 
 
+class CampaignFailed(NgptTuneError):
+    """The campaign ran, but not one trial trained to a result: every trial errored. Its
+    folder is kept (resume or analyze it); exit status 1."""
+
+    exit_code = 1
+
+
 class DataError(NgptTuneError, ValueError):
     """A data file or folder is missing, empty or corrupt: names the file."""
 

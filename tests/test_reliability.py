@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from campaign_helpers import kill_and_resume, results, run, trial_dirs, write_spec
 
+from ngpt_tune.errors import CampaignFailed
 from ngpt_tune.request import RunRequest, build_spec
 from ngpt_tune.runner import RunOptions, ray_init_kwargs
 from ngpt_tune.shards import write_shard
@@ -50,6 +51,34 @@ max_failures: 1
     diverged = next(t for t in trial_dirs(experiment) if results(t) and results(t)[-1]["diverged"])
     assert results(diverged)[-1]["step"] == 4  # stopped at its first evaluation
     assert [r["trial_id"] for r in summary["ranking"]] != []
+
+
+def test_a_campaign_whose_every_trial_errors_fails(ray_session, tmp_path):
+    """Not one trial trained: the run says so in one line with the first error, and exits
+    non-zero (CampaignFailed: 1), its folder analysed and kept."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(shards / "fineweb_train_000001.bin", np.arange(4000) % 50000)
+    write_shard(shards / "fineweb_val_000000.bin", np.arange(2000) % 50000)
+    spec_path = write_spec(tmp_path, f"""
+name: all-fail
+variants:
+  crashes: {{data.dir: {shards}}}
+search:
+  variant: {{grid: [crashes]}}
+  optim.lr: {{grid: [1.0e-3, 2.0e-3]}}
+searcher: grid
+scheduler: fifo
+""", steps=12, eval_every=4)
+    spec = build_spec(RunRequest.from_file(spec_path))
+    train = shards / "fineweb_train_000001.bin"
+    train.write_bytes(train.read_bytes()[:-10])
+    with pytest.raises(CampaignFailed, match=r"every trial failed \(2 errored\); the first: "
+                                              r"trial \w+: .*fineweb_train_000001.bin") as err:
+        run(spec_path, tmp_path / "r", "all-fail", spec=spec)
+    assert err.value.exit_code == 1
+    summary = json.loads((tmp_path / "r" / "all-fail" / "summary.json").read_text())
+    assert summary["counts"]["errored"] == summary["counts"]["total"] == 2
 
 
 def test_checkpoints_are_kept_to_the_configured_number(grid_campaign):
