@@ -12,9 +12,11 @@ sees the same landscape):
 
 - ``ngpt-tune``: the shipped searcher (PruneAwareOptunaSearch + ASHA on tokens), through the
   project's runner;
-- ``candidate`` (with ``--candidate``): the shipped searcher with other TPE options or
-  scheduler keys (``multivariate,constant_liar``, ``reduction_factor=3``, ``brackets=3``);
-- ``ray-optuna``: Ray's stock OptunaSearch + ASHA (ASHA-stopped trials told COMPLETE);
+- ``candidate`` (with ``--candidate``): the shipped searcher with other TPE options, scheduler
+  or searcher keys (``multivariate=true,constant_liar``, ``reduction_factor=3``,
+  ``stopped_trials=pruned``, ``sampler=gp``);
+- ``ray-optuna``: Ray's stock OptunaSearch + ASHA, as a user gets it: Optuna's default TPE
+  (multivariate since Optuna 5), ASHA-stopped trials told COMPLETE; the same start-up trials;
 - ``random``: random search + ASHA (every Ray method uses the shipped ASHA settings);
 - ``optuna``: Optuna alone, no Ray: TPE with Optuna's Hyperband pruner, ``fit()`` in-process
   in ``concurrency`` threads;
@@ -63,6 +65,7 @@ from search_scores import merge, print_table, summarise  # benchmarks/search_sco
 
 from ngpt_tune.provenance import git_commit
 
+TPE_KEYS = ("multivariate", "constant_liar", "group", "n_ei_candidates", "consider_endpoints")
 RAY_METHODS = ("ngpt-tune", "candidate", "ray-optuna", "random", "warm")
 
 
@@ -155,7 +158,7 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     elif method == "ray-optuna":
         search.SEARCHERS["optuna"] = lambda s, **kw: OptunaSearch(
             space=search.OptunaSpace(s), metric=s.metric, mode=s.mode,
-            sampler=search.tpe_sampler(s, multivariate=False))
+            sampler=search.tpe_sampler(s, multivariate=None))  # Optuna's default TPE
     try:
         build_tuner(spec, storage=str(root), name=name).fit()
         # what `run` records, as far as a warm start reads it
@@ -225,17 +228,21 @@ def grid_campaign(ref: dict, n: int) -> Log:
 
 
 def parse_candidate(text: str) -> dict:
-    """``multivariate,constant_liar,brackets=3`` -> TPE options and scheduler keys;
+    """``multivariate=true,constant_liar,brackets=3`` -> TPE options (a bare name: True) and
+    scheduler keys;
     ``sampler=gp``, ``stopped_trials=pruned`` -> the searcher's keys."""
     tpe, scheduler, searcher = {}, {}, {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
-        if key in ("sampler", "stopped_trials"):
+        if key in TPE_KEYS:
+            tpe[key] = yaml.safe_load(value) if sep else True
+        elif key in ("sampler", "stopped_trials"):
             searcher[key] = value
         elif sep:
             scheduler[key] = yaml.safe_load(value)
         else:
-            tpe[key] = True
+            raise SystemExit(f"--candidate: {item!r} is no TPE option ({', '.join(TPE_KEYS)}), "
+                             "scheduler key (key=value) or searcher key")
     return {"tpe": tpe, "scheduler": scheduler, "searcher": searcher}
 
 

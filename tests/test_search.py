@@ -23,6 +23,7 @@ from ngpt_tune.search import (
     _optuna,
     fail_stale_trials,
     study_storage,
+    tpe_sampler,
 )
 
 SPACE = """
@@ -207,3 +208,14 @@ def test_the_study_can_live_in_a_database(tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match="key 'searcher.storage'"):
             build_spec(str(write_spec(tmp_path, SPACE.replace(
                 "searcher: {name: optuna, seed: 0, n_startup_trials: 2}", f"searcher: {{{bad}}}"))))
+
+
+def test_the_shipped_tpe_is_independent_and_seeded(tmp_path):
+    """Independent TPE (``multivariate=False``, RESULTS.md section 3c), not Optuna 5's default
+    multivariate TPE; the spec's seed and start-up trials; other options on top of it."""
+    spec = build_spec(str(write_spec(tmp_path, SPACE)))
+    sampler = _optuna(spec, experiment=str(tmp_path / "exp"))._ot_study.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._multivariate is False and sampler._n_startup_trials == 2
+    assert tpe_sampler(spec, constant_liar=True)._multivariate is False
+    assert tpe_sampler(spec, multivariate=None)._multivariate is None  # Optuna's own default
