@@ -69,6 +69,7 @@ search:
   optim.lr: {{grid: [1.0e-3, 2.0e-3]}}
 searcher: grid
 scheduler: fifo
+max_failures: 0
 """, steps=12, eval_every=4)
     spec = build_spec(RunRequest.from_file(spec_path))
     train = shards / "fineweb_train_000001.bin"
