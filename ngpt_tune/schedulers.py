@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ngpt_tune.experiment import trial_reports
@@ -24,7 +25,9 @@ class ResumableASHA(ASHAScheduler):
     Before the first trial is added, this one replays the reports already in the experiment
     folder through Ray's own rung bookkeeping: each rung then holds what it held when the
     driver stopped (what a rung records does not depend on the order the reports came in).
-    A new experiment has no reports to replay.
+    A new experiment has no reports to replay. A trial the replay stops at its last report
+    was stopped there before the driver died, though Tune's saved state (up to 2 s old) may
+    still call it running: it is stopped again before it trains a step, not resumed.
 
     With several brackets Ray draws a trial's bracket from numpy's global random state; here
     the draw (same probabilities: a softmax of the brackets' rung counts) is seeded by the
@@ -35,6 +38,7 @@ class ResumableASHA(ASHAScheduler):
         super().__init__(**kwargs)
         self._experiment = experiment
         self._replayed = experiment is None
+        self._stopped_before: set[str] = set()  # stopped at a rung by the driver that died
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         if not self._replayed:
@@ -56,12 +60,25 @@ class ResumableASHA(ASHAScheduler):
         count = 0
         for trial_id, rows in reports.items():
             trial, bracket = _ReplayedTrial(trial_id), self.bracket_of(trial_id)
+            action = TrialScheduler.CONTINUE
             for row in rows:
                 value = row.get(self._metric)
                 if self._time_attr in row and isinstance(value, (int, float)):
-                    bracket.on_result(trial, row[self._time_attr], self._metric_op * value)
+                    action = bracket.on_result(trial, row[self._time_attr],
+                                               self._metric_op * value)
                     count += 1
+            if action == TrialScheduler.STOP and rows and not rows[-1].get("finished", False):
+                self._stopped_before.add(trial_id)
         return count
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """Ray's choice, once the trials the replay found stopped are stopped again (Tune
+        restored them as pending: its last save came before the stop)."""
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in self._stopped_before and trial.status == Trial.PENDING:
+                self._stopped_before.discard(trial.trial_id)
+                tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
 
 
 class _ReplayedTrial:

@@ -101,6 +101,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 and self._stored(trial_id).state.is_finished():
             self._completed_trials.add(trial_id)  # told before the resume
             return
+        if not error and not result and trial_id in self._ot_trials \
+                and trial_id not in self._completed_trials:
+            # stopped while pending (a resumed trial the scheduler had stopped): its last value
+            values = self._stored(trial_id).intermediate_values
+            if values:
+                result = {self.metric: values[max(values)], "training_iteration": max(values),
+                          "finished": False}
         if result and result.get(INFEASIBLE_KEY) and trial_id not in self._completed_trials:
             self._tell_infeasible(trial_id, result)
             return

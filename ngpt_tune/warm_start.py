@@ -112,12 +112,18 @@ def source_trials(spec: CampaignSpec, source: str) -> list[FrozenTrial]:
     return carried
 
 
+def stopped_early(trial: FrozenTrial) -> bool:
+    """Whether the trial's scheduler stopped it (not diverged), however it was told: marked
+    ``stopped_at_step`` by ngpt-tune's searcher (``stopped_early`` since 2026-12-07)."""
+    attrs = trial.user_attrs
+    return "stopped_at_step" in attrs and not attrs.get("diverged")
+
+
 def told(trial: FrozenTrial, stopped_trials: str) -> tuple[TrialState, float | None]:
     """``trial``'s state and value in the new study: a trial its scheduler stopped (marked
     ``stopped_at_step``, not diverged) told as this campaign tells one (``stopped_trials``:
     COMPLETE at its last value, or PRUNED), whichever way its own campaign told it."""
-    attrs = trial.user_attrs
-    stopped = "stopped_at_step" in attrs and not attrs.get("diverged")
+    stopped = stopped_early(trial)
     last = trial.intermediate_values[max(trial.intermediate_values)] \
         if trial.intermediate_values else None
     if stopped and stopped_trials == "complete" and last is not None:
@@ -148,7 +154,7 @@ def summary(trials: list[FrozenTrial]) -> dict[str, Any]:
     by_source: dict[str, int] = {}
     for t in trials:
         by_source[t.user_attrs["warm_start"]] = by_source.get(t.user_attrs["warm_start"], 0) + 1
-    stopped = [bool(t.user_attrs.get("stopped_early")) for t in trials]
+    stopped = [stopped_early(t) for t in trials]
     return {"finished": sum(t.state == TrialState.COMPLETE and not s
                             for t, s in zip(trials, stopped)),
             "stopped": sum(stopped),

@@ -70,6 +70,31 @@ def test_a_resumed_asha_stops_the_trial_the_uninterrupted_one_stops(tmp_path):
     assert rungs == [sorted(recorded.items()) for _, recorded in uninterrupted._brackets[0]._rungs]
 
 
+def test_a_trial_stopped_just_before_the_kill_is_not_resumed(tmp_path):
+    """The driver stopped "c" at its rung, then died before Tune saved that (it saves every
+    2 s): Tune restores "c" as pending; the resumed ASHA stops it before it trains again."""
+    reports = {**BEFORE_THE_KILL, "c": [(40, 9.90), (80, 9.650)]}  # stopped at step 80
+    for trial_id, rows in reports.items():
+        folder = tmp_path / trial_dirname(trial_id)
+        folder.mkdir()
+        (folder / RESULT_FILE).write_text("".join(json.dumps(
+            {"step": s, "val_loss": v, "trial_id": trial_id, "finished": False}) + "\n"
+            for s, v in rows))
+    resumed = ResumableASHA(experiment=str(tmp_path), **ASHA)
+    trials = {t: SimpleNamespace(trial_id=t, status="TERMINATED" if t != "c" else "PENDING")
+              for t in reports}
+    trials["d"] = SimpleNamespace(trial_id="d", status="PENDING")  # not started before
+    for trial in trials.values():
+        resumed.on_trial_add(None, trial)
+    stopped = []
+    controller = SimpleNamespace(get_trials=lambda: list(trials.values()),
+                                 stop_trial=lambda t: (stopped.append(t.trial_id),
+                                                       setattr(t, "status", "TERMINATED")))
+    assert resumed.choose_trial_to_run(controller) is trials["d"]
+    assert stopped == ["c"]  # "a" and "b" went through the rung at step 80: not stopped
+    assert resumed.choose_trial_to_run(controller) is trials["d"] and stopped == ["c"]
+
+
 def test_with_several_brackets_every_trial_is_replayed_into_its_own_bracket(tmp_path):
     options = {**ASHA, "brackets": 3}  # rungs 40/80/160, 80/160 and 160
     reports = {f"t{i:02d}": [(40, 9.0 + i / 10), (80, 8.5 + i / 20), (160, 8.0 + i / 30)]

@@ -219,3 +219,16 @@ def test_the_shipped_tpe_is_independent_and_seeded(tmp_path):
     assert sampler._multivariate is False and sampler._n_startup_trials == 2
     assert tpe_sampler(spec, constant_liar=True)._multivariate is False
     assert tpe_sampler(spec, multivariate=None)._multivariate is None  # Optuna's own default
+
+
+def test_a_trial_stopped_while_pending_is_told_at_its_last_value(tmp_path):
+    """Tune's ``stop_trial`` on a pending trial (a resumed trial ASHA had stopped) completes it
+    with no result: the study has its curve, and tells it stopped at its last value."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"val_loss": 5.0, "training_iteration": 1})
+    searcher.on_trial_result("a", {"val_loss": 4.5, "training_iteration": 2})
+    searcher.on_trial_complete("a")
+    (trial,) = _load(tmp_path / "exp").trials
+    assert trial.state == TrialState.COMPLETE and trial.value == 4.5
+    assert trial.user_attrs["stopped_early"]
