@@ -138,7 +138,7 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
     from ngpt_tune import schedulers as scheduling
     from ngpt_tune import search
     from ngpt_tune.experiment import write_campaign
-    from ngpt_tune.request import build_spec
+    from ngpt_tune.request import build_spec, campaign_record
     from ngpt_tune.runner import build_tuner
 
     log = Log()
@@ -161,9 +161,9 @@ def ray_campaign(method: str, root: Path, *, steps: int, cap: int, seed: int,
             sampler=search.tpe_sampler(s, multivariate=None))  # Optuna's default TPE
     try:
         build_tuner(spec, storage=str(root), name=name).fit()
-        # what `run` records, as far as a warm start reads it
-        write_campaign(root / name, {"metric": spec.metric, "mode": spec.mode,
-                                     "search_keys": spec.search_keys})
+        # the campaign record `run` writes, which a warm start reads
+        write_campaign(root / name, campaign_record(spec, request=None, command=name,
+                                                    provenance={}))
     finally:
         search.SEARCHERS.update(searchers)
         scheduling.SCHEDULERS.update(schedulers)
